@@ -1,0 +1,186 @@
+"""The store contract: one interface that the GeoPackage and PostGIS backends both fulfil.
+
+Everything above the store (readers, tile builders, analyses, the API) talks to this interface
+only, and `tests/test_store_contract.py` runs the same suite against each backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from twin.assets import AssetStore
+from twin.model import (
+    BBox,
+    Feature,
+    FeatureInput,
+    InvalidInput,
+    Layer,
+    Observation,
+    TimeFilter,
+    WriteReport,
+)
+
+
+class WriteMode(StrEnum):
+    """How a batch of features relates to what the layer already holds."""
+
+    upsert = "upsert"  # touch only the features given
+    replace = "replace"  # a new edition: features not given are closed (valid_to = valid_from)
+
+
+@dataclass
+class QueryResult:
+    features: list[Feature]
+    number_matched: int | None
+
+
+BOOLEAN_WORDS = ("true", "false")
+
+
+def typed_filter_value(text: str) -> Any:
+    """A query-string value compared as the JSON value a user means: 5 matches 5 and 5.0."""
+    if text in BOOLEAN_WORDS:
+        return text == "true"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if math.isfinite(number):
+        return int(number) if number.is_integer() else number
+    return text
+
+
+def properties_json(properties: dict[str, Any]) -> str:
+    """Canonical JSON so that equal properties compare equal as text across versions."""
+    try:
+        return json.dumps(properties, sort_keys=True, ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError as exc:
+        raise InvalidInput(f"feature properties are not valid JSON values: {exc}") from exc
+
+
+class Store(ABC):
+    """A twin's spatiotemporal store (project CRS, layers, feature versions, observations)."""
+
+    data_dir: Path
+    crs: str
+    assets: AssetStore
+
+    # ----- project ------------------------------------------------------------------------
+    @abstractmethod
+    def get_meta(self, key: str, default: str | None = None) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (for /health and /ready)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # ----- layers -------------------------------------------------------------------------
+    @abstractmethod
+    def list_layers(self) -> list[Layer]: ...
+
+    @abstractmethod
+    def get_layer(self, layer_id: str) -> Layer:
+        """The layer with its bbox, time extent, version and count; NotFound if absent."""
+
+    @abstractmethod
+    def put_layer(self, layer: Layer) -> Layer:
+        """Create a layer or update its description (features untouched)."""
+
+    @abstractmethod
+    def delete_layer(self, layer_id: str) -> None: ...
+
+    # ----- features -----------------------------------------------------------------------
+    @abstractmethod
+    def write_features(
+        self,
+        layer: Layer,
+        features: Iterable[FeatureInput],
+        *,
+        valid_from: datetime | None = None,
+        mode: WriteMode = WriteMode.upsert,
+    ) -> WriteReport:
+        """Write a batch in one transaction: all of it lands or none of it does.
+
+        Creates the layer if it is new (or updates its description). A feature whose geometry or
+        properties differ from its open version closes that version at `valid_from` and opens
+        the next; an identical one is left alone; nothing is overwritten. `valid_from` defaults
+        to now. Geometries are in the project CRS.
+        """
+
+    @abstractmethod
+    def close_features(self, layer_id: str, fids: Iterable[str], at: datetime | None = None) -> int:
+        """End the open versions of these features (demolition, removal); returns how many."""
+
+    @abstractmethod
+    def query(
+        self,
+        layer_id: str,
+        *,
+        bbox: BBox | None = None,
+        time: TimeFilter | None = None,
+        filters: dict[str, str] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        count: bool = False,
+    ) -> QueryResult:
+        """Feature versions in `bbox` (project CRS) valid at `time` (default: now).
+
+        `filters` compare properties by equality (see `typed_filter_value`). Results are in
+        a stable order so that limit/offset pages do not overlap; `number_matched` is filled
+        when `count` is true.
+        """
+
+    @abstractmethod
+    def get_feature(self, layer_id: str, fid: str, time: TimeFilter | None = None) -> Feature:
+        """The version of `fid` valid at `time` (default: now); NotFound if none."""
+
+    @abstractmethod
+    def history(self, layer_id: str, fid: str) -> list[Feature]:
+        """Every version of a feature, oldest first."""
+
+    def iter_features(
+        self, layer_id: str, *, bbox: BBox | None = None, time: TimeFilter | None = None, page: int = 5000
+    ) -> Iterator[Feature]:
+        """All matching features, fetched page by page."""
+        offset = 0
+        while True:
+            result = self.query(layer_id, bbox=bbox, time=time, limit=page, offset=offset)
+            yield from result.features
+            if len(result.features) < page:
+                return
+            offset += page
+
+    # ----- observations -------------------------------------------------------------------
+    @abstractmethod
+    def add_observations(self, observations: Iterable[Observation]) -> int:
+        """Append sensor readings in one transaction; returns how many."""
+
+    @abstractmethod
+    def query_observations(
+        self,
+        sensor_id: str,
+        *,
+        time: TimeFilter | None = None,
+        quantity: str | None = None,
+        limit: int | None = None,
+    ) -> list[Observation]:
+        """Readings of one sensor in time order; `time` None means all."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
