@@ -1,0 +1,40 @@
+# CIM Twin: set-up, demo, tests and benchmarks.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= twin-data
+PORT ?= 8000
+export TWIN_TESTDATA ?= $(abspath ../shared/testdata)
+
+.PHONY: install demo demo-data serve test bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install  ## build the demo district (first time) and serve it on http://localhost:$(PORT)
+	@if [ -f $(DATA)/twin.gpkg ]; then $(BIN)/twin serve --data $(DATA) --port $(PORT); \
+	else $(BIN)/twin demo --data $(DATA) --port $(PORT); fi
+
+demo-data: install  ## build the demo district and exit
+	@[ -f $(DATA)/twin.gpkg ] || $(BIN)/twin demo --data $(DATA) --no-serve
+
+serve: install
+	$(BIN)/twin serve --data $(DATA) --port $(PORT)
+
+test: install  ## the whole test suite
+	$(BIN)/python -m pytest -q
+
+bench: install  ## benchmarks, printed as ratios against named baselines
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache

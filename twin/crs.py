@@ -1,0 +1,184 @@
+"""Every coordinate transform of the twin, and nothing else does one.
+
+The project CRS is projected and metric (e.g. EPSG:4549, CGCS2000 / 3-degree Gauss-Kruger CM
+120E). EPSG defines CGCS2000 systems northing-first, so transformers are always built with
+`always_xy=True`: x is easting or longitude everywhere in the code. CGCS2000 and WGS 84 differ by
+centimetres, so CRS84 and EPSG:4326 stand in for CGCS2000 geographic without a datum shift.
+
+Heights in the store are orthometric (1985 national height datum); Cesium wants ellipsoidal
+heights. `VerticalDatum` converts with a PROJ geoid grid when one is configured and present,
+and otherwise with a constant offset configured per project.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+
+from twin.model import BBox, InvalidInput
+
+CRS84 = "OGC:CRS84"
+CRS84_URI = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+WEB_MERCATOR = "EPSG:3857"
+ECEF = "EPSG:4978"
+CGCS2000_GEOGRAPHIC = "EPSG:4490"
+GK_ZONE_CODES = range(4513, 4534)  # 3-degree zones, zone number prefixed to the easting
+GK_CM_CODES = range(4534, 4555)  # 3-degree zones by central meridian (75E .. 135E)
+
+
+@lru_cache(maxsize=256)
+def parse_crs(text: str) -> CRS:
+    """A CRS from 'EPSG:4549', an OGC URI, 'CRS84' or WKT; InvalidInput when unknown."""
+    value = text.strip()
+    if value.upper() in ("CRS84", "OGC:CRS84", CRS84_URI.upper()):
+        return CRS.from_user_input(CRS84)
+    if value.startswith("http://www.opengis.net/def/crs/EPSG/"):
+        value = "EPSG:" + value.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return CRS.from_user_input(value)
+    except CRSError as exc:
+        raise InvalidInput(f"unknown CRS {text!r}") from exc
+
+
+def crs_code(crs: CRS | str) -> str:
+    """'EPSG:nnnn' (or 'OGC:CRS84') for a CRS, for messages and metadata."""
+    definition = parse_crs(crs) if isinstance(crs, str) else crs
+    authority = definition.to_authority(min_confidence=90)
+    return f"{authority[0]}:{authority[1]}" if authority else definition.to_string()
+
+
+def crs_uri(crs: str) -> str:
+    """The OGC URI of a CRS, as OGC API Features names it in `Content-Crs`."""
+    code = crs_code(crs)
+    if code == CRS84:
+        return CRS84_URI
+    authority, number = code.split(":", 1)
+    return f"http://www.opengis.net/def/crs/{authority}/0/{number}"
+
+
+@lru_cache(maxsize=256)
+def transformer(source: str, target: str) -> Transformer:
+    """A cached transformer with x = easting/longitude on both sides."""
+    return Transformer.from_crs(parse_crs(source), parse_crs(target), always_xy=True)
+
+
+def transform_points(source: str, target: str, x, y, z=None):
+    """Arrays of coordinates from one CRS to another (x first)."""
+    t = transformer(source, target)
+    if z is None:
+        return t.transform(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    return t.transform(np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(z, dtype=float))
+
+
+def transform_geometries(geometries, source: str, target: str):
+    """Shapely geometries (array or list) reprojected in one vectorised pass; z is kept as is."""
+    geoms = np.asarray(geometries, dtype=object)
+    if source == target or parse_crs(source) == parse_crs(target):
+        return geoms
+    t = transformer(source, target)
+
+    def reproject(coords: np.ndarray) -> np.ndarray:
+        x, y = t.transform(coords[:, 0], coords[:, 1])
+        out = coords.copy()
+        out[:, 0], out[:, 1] = x, y
+        return out
+
+    result = geoms.copy()
+    three_d = shapely.has_z(geoms)
+    for mask, include_z in ((three_d, True), (~three_d, False)):
+        if mask.any():
+            result[mask] = shapely.transform(geoms[mask], reproject, include_z=include_z)
+    present = shapely.is_geometry(result) & ~shapely.is_empty(result)
+    if present.any() and not np.isfinite(shapely.bounds(result[present])).all():
+        raise InvalidInput(f"coordinates fall outside the area of {crs_code(target)} when reprojected")
+    return result
+
+
+def transform_bbox(bbox: BBox, source: str, target: str) -> BBox:
+    """A box's extent in another CRS, densified so that curved edges are covered."""
+    if parse_crs(source) == parse_crs(target):
+        return bbox
+    bounds = transformer(source, target).transform_bounds(*bbox.as_tuple(), densify_pts=21)
+    if not np.isfinite(bounds).all():
+        raise InvalidInput(f"bbox {bbox.as_tuple()} cannot be expressed in {crs_code(target)}")
+    return BBox(*bounds)
+
+
+def gauss_kruger_code(longitude: float, by_zone_number: bool = False) -> str:
+    """The CGCS2000 3-degree Gauss-Kruger EPSG code whose zone contains `longitude`."""
+    zone = int(round(longitude / 3.0))  # zone n has central meridian 3n degrees
+    if not 25 <= zone <= 45:
+        raise InvalidInput(f"longitude {longitude} is outside China's 3-degree Gauss-Kruger zones (75E-135E)")
+    first = GK_ZONE_CODES.start if by_zone_number else GK_CM_CODES.start
+    return f"EPSG:{first + zone - 25}"
+
+
+def check_project_crs(text: str) -> str:
+    """The project CRS must be projected and metric, so lengths and areas are in metres."""
+    definition = parse_crs(text)
+    if not definition.is_projected:
+        raise InvalidInput(f"project CRS {text!r} must be a projected CRS in metres (e.g. EPSG:4549)")
+    unit = definition.axis_info[0].unit_name
+    if unit not in ("metre", "meter"):
+        raise InvalidInput(f"project CRS {text!r} has axis unit {unit!r}; a metric CRS is required")
+    return crs_code(definition)
+
+
+@dataclass(frozen=True)
+class VerticalDatum:
+    """Orthometric (1985 datum) to ellipsoidal heights: a geoid grid, else a constant offset.
+
+    `offset` is the geoid undulation N in metres (ellipsoidal = orthometric + N) used when no
+    grid is given or the grid file is missing; around Nanjing N is about 3 m.
+    """
+
+    offset: float = 0.0
+    geoid_grid: str | None = None
+
+    def grid_available(self) -> bool:
+        return bool(self.geoid_grid) and Path(self.geoid_grid).is_file()
+
+    def to_ellipsoidal(self, lon, lat, height):
+        """Ellipsoidal heights (CGCS2000 ≈ WGS 84) for orthometric heights at lon/lat."""
+        h = np.asarray(height, dtype=float)
+        if self.grid_available():
+            pipeline = f"+proj=vgridshift +grids={self.geoid_grid} +multiplier=1"
+            t = Transformer.from_pipeline(pipeline)
+            _, _, z = t.transform(np.asarray(lon, float), np.asarray(lat, float), h)
+            return np.asarray(z)
+        return h + self.offset
+
+    def to_orthometric(self, lon, lat, height):
+        h = np.asarray(height, dtype=float)
+        if self.grid_available():
+            pipeline = f"+proj=vgridshift +grids={self.geoid_grid} +multiplier=-1"
+            t = Transformer.from_pipeline(pipeline)
+            _, _, z = t.transform(np.asarray(lon, float), np.asarray(lat, float), h)
+            return np.asarray(z)
+        return h - self.offset
+
+
+def to_ecef(project_crs: str, x, y, orthometric_height, datum: VerticalDatum):
+    """Earth-centred coordinates (EPSG:4978) for project-CRS points, via ellipsoidal heights."""
+    lon, lat = transform_points(project_crs, CRS84, x, y)
+    h = datum.to_ellipsoidal(lon, lat, orthometric_height)
+    return transform_points("EPSG:4979", ECEF, lon, lat, h)
+
+
+def enu_to_ecef_matrix(lon: float, lat: float, height: float) -> np.ndarray:
+    """The 4x4 column-major-ready matrix from a local east-north-up frame to ECEF (3D Tiles)."""
+    x, y, z = transform_points("EPSG:4979", ECEF, [lon], [lat], [height])
+    lam, phi = np.radians(lon), np.radians(lat)
+    east = np.array([-np.sin(lam), np.cos(lam), 0.0])
+    north = np.array([-np.sin(phi) * np.cos(lam), -np.sin(phi) * np.sin(lam), np.cos(phi)])
+    up = np.array([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+    matrix = np.eye(4)
+    matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = east, north, up
+    matrix[:3, 3] = [x[0], y[0], z[0]]
+    return matrix
