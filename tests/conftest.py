@@ -16,7 +16,7 @@ TESTDATA = Path(os.environ.get("TWIN_TESTDATA", REPO.parent / "shared" / "testda
 PROJECT_CRS = "EPSG:4549"
 
 
-def testdata(relative: str) -> Path:
+def shared_file(relative: str) -> Path:
     """A file of the shared test data, or a skip saying why it is not here."""
     path = TESTDATA / relative
     if not path.exists():

@@ -69,7 +69,14 @@ def test_vertical_datum_uses_a_geoid_grid_when_present(tmp_path):
     grid = tmp_path / "geoid.tif"
     undulation = np.full((20, 20), 2.5, dtype="float32")
     with rasterio.open(
-        grid, "w", driver="GTiff", width=20, height=20, count=1, dtype="float32", crs="EPSG:4326",
+        grid,
+        "w",
+        driver="GTiff",
+        width=20,
+        height=20,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
         transform=from_origin(110.0, 40.0, 1.0, 1.0),
     ) as dst:
         dst.write(undulation, 1)

@@ -202,9 +202,9 @@ def test_delete_layer(store):
 
 def test_observations(store):
     t0 = datetime(2024, 7, 15, tzinfo=UTC)
-    readings = [
-        Observation("wl1", t0.replace(hour=h), "water_level", 0.02 * h, "m") for h in range(24)
-    ] + [Observation("p1", t0, "pressure", 310.0, "kPa")]
+    readings = [Observation("wl1", t0.replace(hour=h), "water_level", 0.02 * h, "m") for h in range(24)] + [
+        Observation("p1", t0, "pressure", 310.0, "kPa")
+    ]
     assert store.add_observations(readings) == 25
     morning = store.query_observations("wl1", time=TimeFilter.parse("2024-07-15T06:00:00Z/2024-07-15T08:00:00Z"))
     assert [o.value for o in morning] == pytest.approx([0.12, 0.14, 0.16])

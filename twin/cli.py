@@ -40,8 +40,15 @@ def data_dir(value: Path | None) -> Path:
 
 
 def progress_bar() -> Progress:
+    """A bar on a terminal only, so that scripts and logs get just the result line."""
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
     )
 
 
@@ -83,7 +90,9 @@ def ingest(
 ) -> None:
     """Ingest a source file into the twin (atomic: on any error nothing changes)."""
     if kind in LATER_KINDS:
-        raise InvalidInput(f"ingest kind {kind!r} is not supported by this version; supported: {', '.join(INGEST_KINDS)}")
+        raise InvalidInput(
+            f"ingest kind {kind!r} is not supported by this version; supported: {', '.join(INGEST_KINDS)}"
+        )
     if kind not in INGEST_KINDS:
         raise InvalidInput(f"unknown ingest kind {kind!r}; expected one of {', '.join(INGEST_KINDS)}")
     start = optional_time(valid_from)
@@ -94,8 +103,16 @@ def ingest(
             with progress_bar() as bar:
                 task = bar.add_task(f"ingest {path.name}", total=None)
                 report = ingest_basemap(
-                    store, path, layer_id=layer, source_layer=source_layer, source_crs=crs, scale_band=scale,
-                    scenario=scenario, valid_from=start, title=title, replace=not append,
+                    store,
+                    path,
+                    layer_id=layer,
+                    source_layer=source_layer,
+                    source_crs=crs,
+                    scale_band=scale,
+                    scenario=scenario,
+                    valid_from=start,
+                    title=title,
+                    replace=not append,
                     progress=lambda n: bar.advance(task, n),
                 )
         elif kind == "raster":
@@ -103,7 +120,12 @@ def ingest(
             from ingestion.raster import ingest_raster
 
             report = ingest_raster(
-                store, path, layer_id_for(path, None, layer), title=title, source_crs=crs, scenario=scenario,
+                store,
+                path,
+                layer_id_for(path, None, layer),
+                title=title,
+                source_crs=crs,
+                scenario=scenario,
                 valid_from=start,
             )
         else:
@@ -121,11 +143,15 @@ def layers(data: DataOption = None) -> None:
     with open_store(data_dir(data)) as store:
         table = Table("id", "kind", "scale", "scenario", "features", "version", "time extent")
         for lay in store.list_layers():
-            extent = "" if lay.time_extent is None else f"{lay.time_extent[0]:%Y-%m-%d} .. " + (
-                "" if lay.time_extent[1] is None else f"{lay.time_extent[1]:%Y-%m-%d}"
+            extent = (
+                ""
+                if lay.time_extent is None
+                else f"{lay.time_extent[0]:%Y-%m-%d} .. "
+                + ("" if lay.time_extent[1] is None else f"{lay.time_extent[1]:%Y-%m-%d}")
             )
-            table.add_row(lay.id, lay.kind, lay.scale_band or "", lay.scenario, str(lay.feature_count),
-                          str(lay.version), extent)
+            table.add_row(
+                lay.id, lay.kind, lay.scale_band or "", lay.scenario, str(lay.feature_count), str(lay.version), extent
+            )
         Console().print(table)
 
 
