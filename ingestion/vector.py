@@ -80,9 +80,13 @@ def read_vector(
     _check_extent(geoms, file_crs, project_crs, path)
     projected = crs_mod.transform_geometries(geoms, file_crs, project_crs)
     fids = _feature_ids(frame, id_field, path)
-    records = frame.drop(columns="geometry").to_dict("records")
+    attributes = frame.drop(columns="geometry")
+    names = [str(name) for name in attributes.columns]
+    columns = [_json_values(attributes[name]) for name in attributes.columns]
+    rows = zip(*columns, strict=True) if columns else ([] for _ in fids)
     features = [
-        FeatureInput(fid, geom, _clean(record)) for fid, geom, record in zip(fids, projected, records, strict=True)
+        FeatureInput(fid, geom, dict(zip(names, row, strict=True)))
+        for fid, geom, row in zip(fids, projected, rows, strict=True)
     ]
     schema = {str(name): str(dtype) for name, dtype in frame.drop(columns="geometry").dtypes.items()}
     types = sorted({g.geom_type for g in projected if g is not None})
@@ -154,20 +158,30 @@ def _id_text(value: Any) -> str:
     return str(value)
 
 
-def _clean(record: dict[str, Any]) -> dict[str, Any]:
-    """Plain JSON values: numpy scalars unwrapped, NaN as null, dates as ISO text."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None
-        elif isinstance(value, datetime | date):
-            value = value.isoformat()
-        elif value is not None and not isinstance(value, str | int | float | bool | list | dict):
-            value = None if _is_missing(value) else str(value)
-        out[str(key)] = value
-    return out
+def _json_values(column) -> list[Any]:
+    """A column as plain JSON values: numbers and text as they are, NaN as null, dates as ISO."""
+    kind = column.dtype.kind
+    if kind in "iub":
+        return column.tolist()
+    if kind == "f":
+        return [v if math.isfinite(v) else None for v in column.tolist()]
+    if kind == "M":
+        return [None if _is_missing(v) else v.isoformat() for v in column]
+    return [_json_value(v) for v in column.tolist()]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | dict):
+        return value
+    return None if _is_missing(value) else str(value)
 
 
 def _is_missing(value: Any) -> bool:

@@ -411,22 +411,7 @@ class GeoPackageStore(Store):
                 con.executemany(
                     f'UPDATE "{table}" SET valid_to = ? WHERE fid = ?', [(start_text, row) for row in plan.closes]
                 )
-                rows = [
-                    (
-                        gpkg_geometry.encode(batch.wkb[i], tuple(batch.bounds[i]), self.srs_id),
-                        batch.fids[i],
-                        version,
-                        start_text,
-                        batch.properties[i],
-                        batch.digests[i],
-                    )
-                    for i, version in plan.inserts
-                ]
-                con.executemany(
-                    f'INSERT INTO "{table}" (geom, feature_id, version, valid_from, properties, twin_digest) '
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._insert_versions(con, table, batch, plan.inserts, start_text)
                 report.inserted += len(plan.inserts) - plan.updated
                 report.updated += plan.updated
                 report.unchanged += plan.unchanged
@@ -439,6 +424,44 @@ class GeoPackageStore(Store):
                 report.closed = len(gone)
             report.layer_version = self._refresh_layer_summary(con, table)
         return report
+
+    def _insert_versions(
+        self, con: sqlite3.Connection, table: str, batch, inserts: list[tuple[int, int]], start_text: str
+    ) -> None:
+        """Insert rows with their R-tree entries in bulk.
+
+        The GeoPackage insert trigger (kept for other writers such as QGIS) calls a Python
+        function per row; inside this transaction it is dropped, the R-tree is filled from the
+        bounds already computed, and the trigger is put back before commit.
+        """
+        if not inserts:
+            return
+        first = con.execute(f'SELECT coalesce(max(fid), 0) + 1 FROM "{table}"').fetchone()[0]
+        rows, entries = [], []
+        for offset, (i, version) in enumerate(inserts):
+            bounds = tuple(batch.bounds[i])
+            rows.append(
+                (
+                    first + offset,
+                    gpkg_geometry.encode(batch.wkb[i], bounds, self.srs_id),
+                    batch.fids[i],
+                    version,
+                    start_text,
+                    batch.properties[i],
+                    batch.digests[i],
+                )
+            )
+            if bounds[0] == bounds[0]:  # not NaN: a non-empty geometry
+                entries.append((first + offset, bounds[0], bounds[2], bounds[1], bounds[3]))
+        insert_trigger = RTREE_TRIGGERS.format(t=table).split("END;")[0] + "END;"
+        con.execute(f'DROP TRIGGER "rtree_{table}_geom_insert"')
+        con.executemany(
+            f'INSERT INTO "{table}" (fid, geom, feature_id, version, valid_from, properties, twin_digest) '
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        con.executemany(f'INSERT INTO "rtree_{table}_geom" VALUES (?, ?, ?, ?, ?)', entries)
+        con.execute(insert_trigger)
 
     def close_features(self, layer_id: str, fids: Iterable[str], at: datetime | None = None) -> int:
         self.get_layer(layer_id)
