@@ -235,6 +235,8 @@ class GeoPackageStore(Store):
                 "INSERT INTO twin_meta VALUES (?, ?)",
                 [("crs", f"EPSG:{srs_id}"), ("srs_id", str(srs_id)), ("created", format_time(now_utc()))],
             )
+        # GDAL reads application_id from the file header, not through the WAL
+        self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ----- project ------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
