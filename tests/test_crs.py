@@ -116,3 +116,15 @@ def test_enu_frame_is_orthonormal_with_up_along_the_ellipsoid_normal():
     assert rotation.T @ rotation == pytest.approx(np.eye(3), abs=1e-12)
     x, y, z = crs.transform_points("EPSG:4979", crs.ECEF, [118.78], [32.04], [100.0])
     assert matrix @ [0, 0, 100.0, 1] == pytest.approx([x[0], y[0], z[0], 1.0], abs=1e-3)
+
+
+def test_world_bbox_is_cut_to_the_projection_strip():
+    box = crs.transform_bbox(BBox(-180, -90, 180, 90), crs.CRS84, "EPSG:4549")
+    x, y = crs.transform_points(crs.CRS84, "EPSG:4549", [118.78], [32.04])
+    assert box.minx < x[0] < box.maxx and box.miny < y[0] < box.maxy
+
+
+def test_wgs84_and_cgcs2000_lon_lat_are_the_same_here():
+    a = crs.transform_points(crs.CRS84, "EPSG:4549", [118.78], [32.04])
+    b = crs.transform_points(crs.CGCS2000_GEOGRAPHIC, "EPSG:4549", [118.78], [32.04])
+    assert np.allclose(a, b, atol=1e-6)

@@ -46,7 +46,9 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def encode_geometries(geometries: Sequence[BaseGeometry | None], source_crs: str, target: CrsChoice) -> list[str | None]:
+def encode_geometries(
+    geometries: Sequence[BaseGeometry | None], source_crs: str, target: CrsChoice
+) -> list[str | None]:
     """GeoJSON geometry texts in `target`'s CRS, axis order and precision; z is kept as stored.
 
     Missing and empty geometries become null: GeoJSON has no valid empty polygon or line.

@@ -10,7 +10,9 @@ import json
 from html import escape
 from typing import Any
 
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from twin.api.params import OutputFormat
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -50,3 +52,10 @@ def html_page(title: str, document: dict[str, Any], status_code: int = 200) -> H
         ),
         status_code=status_code,
     )
+
+
+def document_response(document: dict[str, Any], fmt: OutputFormat, title: str) -> Response:
+    """The document as JSON, or as a page when HTML was negotiated."""
+    if fmt == OutputFormat.html:
+        return html_page(title, document)
+    return JSONResponse(document)

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import Request
 
+from twin.api.params import OutputFormat
+
 JSON = "application/json"
 HTML = "text/html"
 
@@ -23,23 +25,31 @@ def url_for(request: Request, name: str, **path: str) -> str:
     return str(request.url_for(name, **path))
 
 
+def app_url(request: Request, path: str) -> str:
+    """The absolute URL of a path of this application (static pages, OpenAPI, docs)."""
+    return str(request.base_url) + path.lstrip("/")
+
+
 def with_query(request: Request, **params: str | int) -> str:
     """This request's URL with some query parameters replaced and every other one kept."""
     return str(request.url.include_query_params(**params))
 
 
-def self_links(request: Request, media_type: str) -> list[dict[str, Any]]:
+def self_links(request: Request, fmt: OutputFormat, json_type: str = JSON) -> list[dict[str, Any]]:
     """`self` in the format answered and `alternate` in the other one (JSON or HTML)."""
-    other = HTML if media_type != HTML else JSON
+    other = OutputFormat.json if fmt == OutputFormat.html else OutputFormat.html
     return [
-        link(with_query(request, f="html" if media_type == HTML else "json"), "self", media_type),
-        link(with_query(request, f="html" if other == HTML else "json"), "alternate", other),
+        link(with_query(request, f=fmt.value), "self", fmt.media_type(json_type)),
+        link(with_query(request, f=other.value), "alternate", other.media_type(json_type)),
     ]
 
 
-def page_links(request: Request, media_type: str, offset: int, limit: int, returned: int, matched: int) -> list:
+def page_links(
+    request: Request, fmt: OutputFormat, json_type: str, offset: int, limit: int, returned: int, matched: int
+) -> list[dict[str, Any]]:
     """`next` while features remain after this page, `prev` when this page is not the first."""
-    links = self_links(request, media_type)
+    links = self_links(request, fmt, json_type)
+    media_type = fmt.media_type(json_type)
     if offset + returned < matched:
         links.append(link(with_query(request, offset=offset + returned), "next", media_type, "next page"))
     if offset > 0:

@@ -6,8 +6,10 @@ value becomes a 400 problem that names the parameter, instead of every endpoint 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -56,21 +58,23 @@ class CrsChoice:
     swap_xy: bool
     decimals: int | None
 
-    @classmethod
-    def of(cls, text: str) -> CrsChoice:
-        definition = parse_crs(text)
-        first_axis = definition.axis_info[0].direction.lower() if definition.axis_info else "east"
-        return cls(
-            code=crs_code(definition),
-            uri=crs_uri(text),
-            swap_xy=first_axis in ("north", "south"),
-            decimals=8 if definition.is_geographic else None,
-        )
+
+@lru_cache(maxsize=64)
+def crs_choice(text: str) -> CrsChoice:
+    """Cached: looking up a CRS's authority code costs more than answering a small page."""
+    definition = parse_crs(text)
+    first_axis = definition.axis_info[0].direction.lower() if definition.axis_info else "east"
+    return CrsChoice(
+        code=crs_code(definition),
+        uri=crs_uri(text),
+        swap_xy=first_axis in ("north", "south"),
+        decimals=8 if definition.is_geographic else None,
+    )
 
 
 def supported_crs(store: Store) -> list[CrsChoice]:
     """CRS84 (the default) and the project CRS (the storage CRS, no reprojection)."""
-    return [CrsChoice.of(CRS84), CrsChoice.of(store.crs)]
+    return [crs_choice(CRS84), crs_choice(store.crs)]
 
 
 def choose_crs(text: str | None, parameter: str, store: Store) -> CrsChoice:
@@ -128,7 +132,7 @@ def bbox_filter(
         return None
     if crs.swap_xy:
         parsed = BBox(parsed.miny, parsed.minx, parsed.maxy, parsed.maxx)
-    inside_globe = -180 <= parsed.minx and parsed.maxx <= 180 and -90 <= parsed.miny and parsed.maxy <= 90
+    inside_globe = max(abs(parsed.minx), abs(parsed.maxx)) <= 180 and max(abs(parsed.miny), abs(parsed.maxy)) <= 90
     if crs.code == CRS84 and not inside_globe:
         raise InvalidInput(f"invalid bbox {bbox!r}: CRS84 longitudes lie in [-180, 180] and latitudes in [-90, 90]")
     return BBoxFilter(parsed, crs)
@@ -212,6 +216,10 @@ class OutputFormat(StrEnum):
     json = "json"
     html = "html"
 
+    def media_type(self, json_type: str = "application/json") -> str:
+        """The media type answered in this format (`json_type`: the JSON flavour of the resource)."""
+        return "text/html" if self is OutputFormat.html else json_type
+
 
 class FormatParam(StrEnum):
     json = "json"
@@ -242,7 +250,7 @@ def negotiate(accept: str, default: OutputFormat) -> OutputFormat:
     return best if quality[best] > 0 else default
 
 
-def format_dependency(default: OutputFormat):
+def format_dependency(default: OutputFormat) -> Callable[..., OutputFormat]:
     """A dependency choosing HTML or JSON from `f` first, then `Accept`, else `default`."""
 
     def output_format(
