@@ -234,3 +234,21 @@ def test_assets_are_content_addressed(store, tmp_path):
     assert store.assets.open_path(key).read_bytes() == b"glTF-demo-bytes"
     with pytest.raises(InvalidInput):
         store.assets.path("../../etc/passwd")
+
+
+def test_layer_names_that_look_like_index_names_coexist(store):
+    store.write_features(Layer(id="a"), [FeatureInput("1", Point(X0, Y0), {})])
+    store.write_features(Layer(id="a_open"), [FeatureInput("1", Point(X0, Y0), {})])
+    store.write_features(Layer(id="a_feature_version"), [FeatureInput("1", Point(X0, Y0), {})])
+    assert [lay.id for lay in store.list_layers()] == ["a", "a_feature_version", "a_open"]
+
+
+def test_boolean_filters_do_not_match_numbers(store):
+    rows = [
+        FeatureInput("flag", Point(X0, Y0), {"operable": True}),
+        FeatureInput("one", Point(X0, Y0), {"operable": 1}),
+        FeatureInput("text", Point(X0, Y0), {"operable": "true"}),
+    ]
+    store.write_features(Layer(id="valves"), rows)
+    assert [f.fid for f in store.query("valves", filters={"operable": "true"}).features] == ["flag"]
+    assert [f.fid for f in store.query("valves", filters={"operable": "1"}).features] == ["one"]

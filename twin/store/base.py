@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twin.assets import AssetStore
 from twin.model import (
@@ -27,6 +27,25 @@ from twin.model import (
     TimeFilter,
     WriteReport,
 )
+
+T = TypeVar("T")
+PROPERTY_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+LAYER_DESCRIPTION_FIELDS = (
+    "id",
+    "kind",
+    "title",
+    "scale_band",
+    "scenario",
+    "source",
+    "source_crs",
+    "geometry_type",
+    "schema",
+    "metadata",
+)
+
+
+class StoreUnavailable(ConnectionError):
+    """The store's server cannot be reached: a service outage (503), not the user's mistake."""
 
 
 class WriteMode(StrEnum):
@@ -56,6 +75,30 @@ def typed_filter_value(text: str) -> Any:
     if math.isfinite(number):
         return int(number) if number.is_integer() else number
     return text
+
+
+def check_property_key(key: str) -> str:
+    """Property names reach SQL inside JSON paths, so only plain names are accepted."""
+    if not key or set(key) - PROPERTY_KEY_CHARS:
+        raise InvalidInput(f"invalid property name {key!r} in filter")
+    return key
+
+
+def layer_description(layer: Layer) -> str:
+    """The layer's own fields as JSON; bbox, counts and times are the store's to compute."""
+    return json.dumps({k: getattr(layer, k) for k in LAYER_DESCRIPTION_FIELDS}, ensure_ascii=False, default=str)
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Batches of `size` from any iterable, so a write never holds a whole file's features twice."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def properties_json(properties: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ import shapely
 from pyproj import CRS
 
 from twin.assets import AssetStore
+from twin.crs import check_project_crs
 from twin.model import (
     BBox,
     Feature,
@@ -37,7 +38,15 @@ from twin.model import (
     utc,
 )
 from twin.store import gpkg_geometry
-from twin.store.base import QueryResult, Store, WriteMode, typed_filter_value
+from twin.store.base import (
+    QueryResult,
+    Store,
+    WriteMode,
+    check_property_key,
+    chunks,
+    layer_description,
+    typed_filter_value,
+)
 from twin.store.versioning import (
     OpenVersion,
     check_closable,
@@ -50,7 +59,6 @@ APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10300
 BATCH = 10_000
 SCAN_CHUNK = 2_000
-PROPERTY_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gpkg_spatial_ref_sys (
@@ -139,13 +147,21 @@ def time_clause(time: TimeFilter | None) -> tuple[str, list[str]]:
     return " AND ".join(clauses) or "1", params
 
 
+JSON_TYPES = {bool: ("true", "false"), int: ("integer", "real"), float: ("integer", "real"), str: ("text",)}
+
+
 def property_clause(filters: dict[str, str] | None) -> tuple[str, list[Any]]:
+    """JSON equality as PostGIS's jsonb has it: 5 matches 5.0, but true never matches 1."""
     clauses, params = [], []
     for key, value in (filters or {}).items():
-        if not key or set(key) - PROPERTY_KEY_CHARS:
-            raise InvalidInput(f"invalid property name {key!r} in filter")
-        clauses.append(f"json_extract(properties, '$.\"{key}\"') = ?")
-        params.append(typed_filter_value(value))
+        path = f'$."{check_property_key(key)}"'
+        typed = typed_filter_value(value)
+        kinds = JSON_TYPES[type(typed)]
+        clauses.append(
+            f"json_type(properties, '{path}') IN ({', '.join('?' * len(kinds))}) "
+            f"AND json_extract(properties, '{path}') = ?"
+        )
+        params += [*kinds, typed]
     return " AND ".join(clauses) or "1", params
 
 
@@ -210,13 +226,11 @@ class GeoPackageStore(Store):
         con.execute("COMMIT")
 
     def _initialise(self, crs: str) -> None:
-        definition = CRS.from_user_input(crs)
-        authority = definition.to_authority()
-        if authority is None or authority[0] != "EPSG":
+        code = check_project_crs(crs)
+        if not code.startswith("EPSG:"):
             raise InvalidInput(f"project CRS {crs!r} must be an EPSG code")
-        if not definition.is_projected:
-            raise InvalidInput(f"project CRS {crs!r} must be projected and metric")
-        srs_id = int(authority[1])
+        definition = CRS.from_user_input(code)
+        srs_id = int(code.split(":")[1])
         with self._transaction() as con:
             existing = con.execute("SELECT name FROM sqlite_master WHERE name = 'twin_meta'").fetchone()
             if existing and con.execute("SELECT value FROM twin_meta WHERE key='crs'").fetchone():
@@ -293,27 +307,11 @@ class GeoPackageStore(Store):
             self._put_layer(con, layer)
         return self.get_layer(layer.id)
 
-    @staticmethod
-    def _description(layer: Layer) -> str:
-        keep = (
-            "id",
-            "kind",
-            "title",
-            "scale_band",
-            "scenario",
-            "source",
-            "source_crs",
-            "geometry_type",
-            "schema",
-            "metadata",
-        )
-        return json.dumps({k: getattr(layer, k) for k in keep}, ensure_ascii=False, default=str)
-
     def _put_layer(self, con: sqlite3.Connection, layer: Layer) -> None:
         table = check_layer_id(layer.id)
         exists = con.execute("SELECT 1 FROM twin_layers WHERE id = ?", (table,)).fetchone()
         if exists:
-            con.execute("UPDATE twin_layers SET description = ? WHERE id = ?", (self._description(layer), table))
+            con.execute("UPDATE twin_layers SET description = ? WHERE id = ?", (layer_description(layer), table))
             con.execute(
                 "UPDATE gpkg_contents SET identifier = ?, description = ? WHERE table_name = ?",
                 (layer.title, layer.kind.value, table),
@@ -324,8 +322,8 @@ class GeoPackageStore(Store):
             "feature_id TEXT NOT NULL, version INTEGER NOT NULL, valid_from DATETIME NOT NULL, "
             "valid_to DATETIME, properties TEXT NOT NULL, twin_digest TEXT NOT NULL)"
         )
-        con.execute(f'CREATE UNIQUE INDEX "{table}_feature_version" ON "{table}" (feature_id, version)')
-        con.execute(f'CREATE INDEX "{table}_open" ON "{table}" (valid_to, feature_id)')
+        con.execute(f'CREATE UNIQUE INDEX "twin_fv_{table}" ON "{table}" (feature_id, version)')
+        con.execute(f'CREATE INDEX "twin_open_{table}" ON "{table}" (valid_to, feature_id)')
         con.execute(f'CREATE VIRTUAL TABLE "rtree_{table}_geom" USING rtree(id, minx, maxx, miny, maxy)')
         for statement in RTREE_TRIGGERS.format(t=table).split("END;"):
             if statement.strip():
@@ -344,7 +342,7 @@ class GeoPackageStore(Store):
             "'http://www.geopackage.org/spec120/#extension_rtree', 'write-only')",
             (table,),
         )
-        con.execute("INSERT INTO twin_layers (id, description) VALUES (?, ?)", (table, self._description(layer)))
+        con.execute("INSERT INTO twin_layers (id, description) VALUES (?, ?)", (table, layer_description(layer)))
 
     def delete_layer(self, layer_id: str) -> None:
         self.get_layer(layer_id)
@@ -403,7 +401,7 @@ class GeoPackageStore(Store):
             open_versions = self._open_versions(con, table)
             last_versions = self._last_versions(con, table)
             seen: set[str] = set()
-            for chunk in _chunks(features, BATCH):
+            for chunk in chunks(features, BATCH):
                 batch = prepare_batch(chunk)
                 repeated = seen.intersection(batch.fids)
                 if repeated:
@@ -599,14 +597,3 @@ class GeoPackageStore(Store):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [Observation(s, read_time(t), q, v, u) for s, t, q, v, u in self.con.execute(sql, params).fetchall()]
-
-
-def _chunks(items: Iterable[FeatureInput], size: int) -> Iterator[list[FeatureInput]]:
-    chunk: list[FeatureInput] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
