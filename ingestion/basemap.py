@@ -36,6 +36,7 @@ def ingest_basemap(
     title: str | None = None,
     replace: bool = True,
     id_field: str | None = None,
+    metadata: dict | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> WriteReport:
     """Read a layer and write it as a new edition of the twin layer (atomic in the store).
@@ -55,6 +56,7 @@ def ingest_basemap(
         source_crs=source.source_crs,
         geometry_type=source.geometry_type,
         schema=source.schema,
+        metadata=metadata or {},
     )
     if not source.features:
         raise InvalidInput(f"{path}: layer {source.source_layer!r} has no features")

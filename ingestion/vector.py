@@ -89,8 +89,19 @@ def read_vector(
         for fid, geom, row in zip(fids, projected, rows, strict=True)
     ]
     schema = {str(name): str(dtype) for name, dtype in frame.drop(columns="geometry").dtypes.items()}
-    types = sorted({g.geom_type for g in projected if g is not None})
-    return VectorSource(path, source_layer, file_crs, types[0] if len(types) == 1 else None, schema, features)
+    return VectorSource(path, source_layer, file_crs, geometry_type(projected), schema, features)
+
+
+def geometry_type(geoms: np.ndarray) -> str | None:
+    """'Polygon', 'LineString Z', ... when every geometry has the same type, else None (mixed)."""
+    import shapely
+
+    present = geoms[shapely.is_geometry(geoms)]
+    types = set(shapely.get_type_id(present).tolist())
+    if len(types) != 1:
+        return None
+    name = present[0].geom_type
+    return f"{name} Z" if shapely.has_z(present).any() else name
 
 
 def _declared_crs(frame_crs: Any, given: str | None, path: Path) -> str:

@@ -141,7 +141,7 @@ def ingest(
 def layers(data: DataOption = None) -> None:
     """List the twin's layers."""
     with open_store(data_dir(data)) as store:
-        table = Table("id", "kind", "scale", "scenario", "features", "version", "time extent")
+        table = Table("id", "kind", "scale", "scenario", "features", "version", "time extent", box=None)
         for lay in store.list_layers():
             extent = (
                 ""
@@ -152,7 +152,7 @@ def layers(data: DataOption = None) -> None:
             table.add_row(
                 lay.id, lay.kind, lay.scale_band or "", lay.scenario, str(lay.feature_count), str(lay.version), extent
             )
-        Console().print(table)
+        Console(width=None if console.is_terminal else 200).print(table)
 
 
 @app.command()

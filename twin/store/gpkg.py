@@ -122,6 +122,14 @@ END;
 """
 
 
+def geometry_column_type(geometry_type: str | None) -> tuple[str, int]:
+    """GeoPackage's type name and z flag for 'Polygon', 'LineString Z' or None (any, z optional)."""
+    if not geometry_type:
+        return "GEOMETRY", 2
+    name, _, suffix = geometry_type.partition(" ")
+    return name.upper(), 1 if suffix.upper() == "Z" else 0
+
+
 def format_time(value: datetime | None) -> str | None:
     """GeoPackage DATETIME text (fixed width, so text order is time order)."""
     if value is None:
@@ -333,9 +341,10 @@ class GeoPackageStore(Store):
             "VALUES (?, 'features', ?, ?, ?)",
             (table, layer.title, layer.kind.value, self.srs_id),
         )
+        geometry_name, z_flag = geometry_column_type(layer.geometry_type)
         con.execute(
-            "INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, ?, 2, 0)",
-            (table, (layer.geometry_type or "GEOMETRY").upper(), self.srs_id),
+            "INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, ?, ?, 0)",
+            (table, geometry_name, self.srs_id, z_flag),
         )
         con.execute(
             "INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', "

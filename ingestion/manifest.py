@@ -1,0 +1,87 @@
+"""A delivery described by a manifest (the demo district's, or a city's batch of sources).
+
+The manifest lists vector layers (with their editions over time), rasters and sensor readings;
+each source goes through its own reader, and each layer's write is atomic in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ingestion.basemap import ingest_basemap
+from ingestion.observations import read_observations_csv
+from ingestion.raster import ingest_raster
+from twin.model import InvalidInput, WriteReport, parse_instant
+from twin.store import Store
+
+NETWORK_KEYS = ("network", "role", "nodes_layer")
+
+
+def _editions(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A layer's editions, oldest first; a layer without history is one edition."""
+    editions = entry.get("editions") or [entry]
+    return sorted(editions, key=lambda e: e["valid_from"])
+
+
+def steps(manifest: dict[str, Any]) -> int:
+    layers = sum(len(_editions(e)) for e in manifest.get("layers", []))
+    return layers + len(manifest.get("rasters", [])) + (1 if manifest.get("observations") else 0)
+
+
+def load_manifest(
+    store: Store,
+    root: Path,
+    manifest: dict[str, Any],
+    on_step: Callable[[str, int], None] | None = None,
+) -> list[WriteReport]:
+    """Ingest everything the manifest lists, paths relative to `root`."""
+    if "layers" not in manifest:
+        raise InvalidInput("manifest has no 'layers' list")
+    total = steps(manifest)
+    reports: list[WriteReport] = []
+
+    def done(name: str) -> None:
+        if on_step is not None:
+            on_step(name, total)
+
+    for entry in manifest["layers"]:
+        metadata = {key: entry[key] for key in NETWORK_KEYS if key in entry}
+        for edition in _editions(entry):
+            reports.append(
+                ingest_basemap(
+                    store,
+                    Path(root) / edition["path"],
+                    layer_id=entry["id"],
+                    source_layer=edition["layer"],
+                    scale_band=entry.get("scale_band"),
+                    scenario=entry.get("scenario", "current"),
+                    valid_from=parse_instant(edition["valid_from"]),
+                    kind=entry.get("kind", "vector"),
+                    title=entry.get("title"),
+                    id_field=entry.get("id_field"),
+                    metadata=metadata,
+                )
+            )
+            done(entry["id"])
+    default_from = min((e["valid_from"] for e in manifest["layers"]), default=None)
+    for raster in manifest.get("rasters", []):
+        start = raster.get("valid_from") or default_from
+        reports.append(
+            ingest_raster(
+                store,
+                Path(root) / raster["path"],
+                raster["id"],
+                kind=raster.get("kind", "raster"),
+                title=raster.get("title"),
+                role=raster.get("role"),
+                valid_from=parse_instant(start) if start else None,
+            )
+        )
+        done(raster["id"])
+    observations = manifest.get("observations")
+    if observations:
+        store.add_observations(read_observations_csv(Path(root) / observations["path"]))
+        done("observations")
+    return reports
