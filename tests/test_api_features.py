@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import json
+import re
 import pytest
 from fastapi.testclient import TestClient
 from pyproj import Transformer
@@ -379,3 +381,16 @@ def test_create_app_fails_fast_without_a_twin(tmp_path: Path, monkeypatch: pytes
     monkeypatch.delenv("TWIN_STORE", raising=False)
     with pytest.raises(NotFound, match="twin init"):
         create_app(data_dir=tmp_path / "empty")
+
+
+def test_crs84_coordinates_are_printed_short() -> None:
+    """GEOS prints 118.78813727 as 118.78813726999999; the API prints the rounded value."""
+    from shapely.geometry import Point
+
+    from twin.api.geojson import encode_geometries
+    from twin.api.params import crs_choice
+    from twin.crs import CRS84
+
+    (text,) = encode_geometries([Point(118.78813727, 32.04750028)], CRS84, crs_choice(CRS84))
+    assert json.loads(text)["coordinates"] == [118.78813727, 32.04750028]
+    assert "118.78813727," in text

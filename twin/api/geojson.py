@@ -8,6 +8,7 @@ each, and the geometry text is spliced into the feature text: building a dict pe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -64,8 +65,21 @@ def encode_geometries(
 
         projected = shapely.transform(projected, finish, include_z=None)
     empty = ~shapely.is_geometry(projected) | shapely.is_empty(projected)
-    texts = shapely.to_geojson(projected)
-    return [None if gone else text for text, gone in zip(texts.tolist(), empty.tolist(), strict=True)]
+    texts = shapely.to_geojson(projected).tolist()
+    if target.decimals is not None:
+        texts = [None if t is None else _shorten(t, target.decimals) for t in texts]
+    return [None if gone else text for text, gone in zip(texts, empty.tolist(), strict=True)]
+
+
+def _shorten(text: str, decimals: int) -> str:
+    """GEOS prints 17 significant digits (118.78813726999999); print the rounded value instead."""
+    pattern = _LONG_DECIMALS.get(decimals)
+    if pattern is None:
+        pattern = _LONG_DECIMALS[decimals] = re.compile(rf"-?\d+\.\d{{{decimals + 1},}}")
+    return pattern.sub(lambda m: repr(round(float(m.group()), decimals)), text)
+
+
+_LONG_DECIMALS: dict[int, re.Pattern[str]] = {}
 
 
 def feature_text(feature: Feature, geometry: str | None, links: list[dict[str, Any]] | None = None) -> str:
