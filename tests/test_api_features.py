@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import json
-import re
 import pytest
 from fastapi.testclient import TestClient
 from pyproj import Transformer
