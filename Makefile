@@ -8,7 +8,10 @@ export TWIN_TESTDATA ?= $(abspath ../shared/testdata)
 
 .PHONY: install demo demo-data serve test bench lint clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed node_modules/.installed
+
+node_modules/.installed: $(wildcard package.json)
+	@if [ -f package.json ]; then npm install --no-audit --no-fund --loglevel=error && touch $@; fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -17,11 +17,10 @@ from fastapi import Depends, Path, Query, Request
 from twin.crs import CRS84, crs_code, crs_uri, parse_crs
 from twin.model import BBox, InvalidInput, Layer, TimeFilter
 from twin.store import Store
+from twin.store.base import check_property_key
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-# A property filter key must be a plain name: the stores compare it inside a JSON path.
-FILTER_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 def get_store(request: Request) -> Store:
@@ -200,11 +199,7 @@ def property_filters(request: Request, layer: LayerDep) -> dict[str, str]:
                 f"unknown query parameter {key!r}: not one of {', '.join(sorted(ITEMS_PARAMETERS))} "
                 f"nor a property of collection {layer.id!r} ({', '.join(sorted(layer.schema))})"
             )
-        if not key or set(key) - FILTER_KEY_CHARS:
-            raise InvalidInput(
-                f"unknown query parameter {key!r}: a property filter needs a name of letters, digits, '_' or '-'"
-            )
-        filters[key] = value
+        filters[check_property_key(key)] = value
     return filters
 
 
