@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = generate(args.out, size_km=args.size, seed=args.seed, parts=parts, timings=timings)
     total = time.perf_counter() - t0
     counts = {layer["id"]: layer["feature_count"] for layer in manifest["layers"]}
-    print(json.dumps({"out": str(args.out), "seconds": round(total, 2), "timings": timings, "feature_counts": counts}, indent=2))
+    print(
+        json.dumps(
+            {"out": str(args.out), "seconds": round(total, 2), "timings": timings, "feature_counts": counts}, indent=2
+        )
+    )
     return 0
 
 

@@ -34,9 +34,17 @@ def _clip(gdf: gpd.GeoDataFrame, box: shapely.Polygon) -> gpd.GeoDataFrame:
 
 
 def _polygons_only(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Explode clip results and keep polygonal parts (clipping may leave slivers and lines)."""
-    out = gdf.explode(index_parts=False).reset_index(drop=True)
-    return out[out.geometry.geom_type == "Polygon"].reset_index(drop=True)
+    """Keep the polygonal parts of clipped features (one feature each, so ids stay unique)."""
+    parts, idx = shapely.get_parts(gdf.geometry.values, return_index=True)
+    poly = shapely.get_type_id(parts) == 3
+    parts, idx = parts[poly], idx[poly]
+    keep = np.unique(idx)
+    merged = shapely.multipolygons(parts, indices=np.searchsorted(keep, idx))
+    single = np.bincount(idx, minlength=len(gdf))[keep] == 1
+    first = np.r_[0, np.cumsum(np.bincount(idx)[keep])[:-1]]
+    geom = np.where(single, parts[first], merged)
+    out = gdf.iloc[keep].copy()
+    return out.set_geometry(geom, crs=gdf.crs).reset_index(drop=True)
 
 
 def band_500(frame: Frame, details: DetailLayers) -> dict[str, gpd.GeoDataFrame]:
@@ -117,7 +125,9 @@ def band_2000(layout: Layout, details: DetailLayers) -> dict[str, gpd.GeoDataFra
     }
 
 
-def band_10000(frame: Frame, layout: Layout, details: DetailLayers, country: Countryside) -> dict[str, gpd.GeoDataFrame]:
+def band_10000(
+    frame: Frame, layout: Layout, details: DetailLayers, country: Countryside
+) -> dict[str, gpd.GeoDataFrame]:
     """1:10000: the district as built-up blocks and main roads, inside a ring of countryside."""
     b = details.buildings
     blocks = layout.blocks
@@ -145,7 +155,12 @@ def band_10000(frame: Frame, layout: Layout, details: DetailLayers, country: Cou
             "footprint": grp["fp"].sum(),
         }
     )
-    use_area = t.groupby(["block", "use"], sort=True)["fp"].sum().reset_index().sort_values(["block", "fp"], ascending=[True, False])
+    use_area = (
+        t.groupby(["block", "use"], sort=True)["fp"]
+        .sum()
+        .reset_index()
+        .sort_values(["block", "fp"], ascending=[True, False])
+    )
     agg["use"] = use_area.groupby("block", sort=True).first()["use"]
     bidx = pd.Series(np.arange(len(blocks.block_id)), index=blocks.block_id)
     bgeom = shapely.simplify(shapely.buffer(blocks.geometry[bidx[agg.index].to_numpy()], -3.0, join_style="mitre"), 3.0)
@@ -186,7 +201,9 @@ def band_10000(frame: Frame, layout: Layout, details: DetailLayers, country: Cou
             "street_id": [f"C{i + 1:03d}" for i in range(len(country.roads))],
             "name": country.road_name,
             "class": country.road_cls,
-            "width": np.where(country.road_cls == "expressway", 32.0, np.where(country.road_cls == "primary", 24.0, 14.0)),
+            "width": np.where(
+                country.road_cls == "expressway", 32.0, np.where(country.road_cls == "primary", 24.0, 14.0)
+            ),
             "length": np.round(shapely.length(country.roads), 1),
         },
         country.roads,
@@ -194,8 +211,13 @@ def band_10000(frame: Frame, layout: Layout, details: DetailLayers, country: Cou
     roads = pd.concat([streets, country_roads], ignore_index=True)
 
     # land use: town blocks dissolved by class, then the countryside parcels
-    lu_town = pd.DataFrame({"landuse": [LANDUSE[u] if u in LANDUSE else u for u in p["use"]], "block": p["block_id"]})
-    dom = lu_town.groupby(["block", "landuse"], sort=True).size().reset_index().sort_values(["block", 0], ascending=[True, False])
+    lu_town = pd.DataFrame({"landuse": [LANDUSE.get(u, u) for u in p["use"]], "block": p["block_id"]})
+    dom = (
+        lu_town.groupby(["block", "landuse"], sort=True)
+        .size()
+        .reset_index()
+        .sort_values(["block", 0], ascending=[True, False])
+    )
     dom = dom.groupby("block", sort=True).first()
     codes, classes = pd.factorize(dom["landuse"], sort=True)
     by_class = np.argsort(codes, kind="stable")
@@ -207,10 +229,14 @@ def band_10000(frame: Frame, layout: Layout, details: DetailLayers, country: Cou
     )
     merged = shapely.simplify(merged, 4.0)
     lu = _gdf({"landuse": classes.to_numpy()}, merged).explode(index_parts=False).reset_index(drop=True)
-    lu = pd.concat([lu, _gdf({"landuse": country.landuse}, shapely.simplify(country.landuse_geom, 4.0))], ignore_index=True)
+    lu = pd.concat(
+        [lu, _gdf({"landuse": country.landuse}, shapely.simplify(country.landuse_geom, 4.0))], ignore_index=True
+    )
     lu.insert(0, "lid", [f"L{i + 1:06d}" for i in range(len(lu))])
 
-    green_town = details.green[shapely.area(details.green.geometry.values) >= 10000.0][["gid", "kind", "name", "geometry"]]
+    green_town = details.green[shapely.area(details.green.geometry.values) >= 10000.0][
+        ["gid", "kind", "name", "geometry"]
+    ]
     woods = country.landuse == "forest"
     green = pd.concat(
         [
@@ -222,12 +248,20 @@ def band_10000(frame: Frame, layout: Layout, details: DetailLayers, country: Cou
         ],
         ignore_index=True,
     )
-    water = _gdf({"wid": ["W001"], "name": ["Qinhuai River"], "kind": ["river"]}, [shapely.simplify(country.river, 3.0)])
+    water = _gdf(
+        {"wid": ["W001"], "name": ["Qinhuai River"], "kind": ["river"]}, [shapely.simplify(country.river, 3.0)]
+    )
     ponds = country.landuse == "pond"
     pond_geom = shapely.buffer(country.landuse_geom[ponds], -15.0)
     pond_ok = ~shapely.is_empty(pond_geom)
     water = pd.concat(
-        [water, _gdf({"wid": [f"W{i + 2:03d}" for i in range(int(pond_ok.sum()))], "name": "", "kind": "pond"}, pond_geom[pond_ok])],
+        [
+            water,
+            _gdf(
+                {"wid": [f"W{i + 2:03d}" for i in range(int(pond_ok.sum()))], "name": "", "kind": "pond"},
+                pond_geom[pond_ok],
+            ),
+        ],
         ignore_index=True,
     )
     return {

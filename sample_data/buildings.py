@@ -109,7 +109,9 @@ def build_buildings(layout: Layout) -> Buildings:
     wi, wlen = wi[ok], wlen[ok]
     ww = np.minimum(bl[wi] * 0.3, 18.0)
     left = cu[wi] - bl[wi] / 2
-    wgeom = _rects(origin[p[wi]], eu[p[wi]], en[p[wi]], left, left + ww, cv[wi] + bd[wi] / 2 - 0.5, cv[wi] + bd[wi] / 2 + wlen)
+    wgeom = _rects(
+        origin[p[wi]], eu[p[wi]], en[p[wi]], left, left + ww, cv[wi] + bd[wi] / 2 - 0.5, cv[wi] + bd[wi] / 2 + wlen
+    )
     geom[wi] = shapely.normalize(shapely.union(geom[wi], wgeom, grid_size=0.01))
 
     # gate houses and substations: small, dropped from the 1:2000 map
@@ -117,14 +119,16 @@ def build_buildings(layout: Layout) -> Buildings:
     ai = np.nonzero(anc)[0]
     s0 = rect[ai, 0] - 6.0
     t0 = rect[ai, 2] - 6.5
-    ageom = _rects(origin[ai], eu[ai], en[ai], s0, s0 + g.uniform(4.0, 6.5, len(ai)), t0, t0 + g.uniform(3.5, 5.0, len(ai)))
+    ageom = _rects(
+        origin[ai], eu[ai], en[ai], s0, s0 + g.uniform(4.0, 6.5, len(ai)), t0, t0 + g.uniform(3.5, 5.0, len(ai))
+    )
 
     geom = np.concatenate([geom, ageom])
     p = np.concatenate([p, ai])
     bkind = np.concatenate([bkind, np.full(len(ai), "ancillary", dtype=object)])
     order = np.argsort(p, kind="stable")
     geom, p, bkind = geom[order], p[order], bkind[order]
-    inside = shapely.within(geom, shapely.buffer(parcels.geometry[p], 0.01))
+    inside = shapely.within(geom, shapely.buffer(parcels.geometry, 0.01)[p])
     inside &= (bkind == "ancillary") | (shapely.area(geom) >= 60.0)  # only sheds are tiny
     geom, p, bkind = geom[inside], p[inside], bkind[inside]
     nb = len(p)

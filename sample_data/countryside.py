@@ -101,7 +101,13 @@ def build_countryside(frame: Frame, relief: Relief, layout: Layout) -> Countrysi
             names += [nm, nm]
     d = 500.0
     ring = shapely.LineString(
-        [(frame.x0 - d, frame.y0 - d), (frame.x1 + d, frame.y0 - d), (frame.x1 + d, frame.y1 + d), (frame.x0 - d, frame.y1 + d), (frame.x0 - d, frame.y0 - d)]
+        [
+            (frame.x0 - d, frame.y0 - d),
+            (frame.x1 + d, frame.y0 - d),
+            (frame.x1 + d, frame.y1 + d),
+            (frame.x0 - d, frame.y1 + d),
+            (frame.x0 - d, frame.y0 - d),
+        ]
     )
     lines.append(ring)
     cls.append("expressway")

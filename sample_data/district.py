@@ -11,10 +11,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import geopandas as gpd
 import shapely
 
-from .basemap import SCALE_BANDS, band_10000, band_2000, band_500
+from .basemap import SCALE_BANDS, band_500, band_2000, band_10000
 from .buildings import build_buildings
 from .countryside import build_countryside
 from .drainage import build_drainage
@@ -101,7 +100,12 @@ def generate(
     manifest: dict = {
         "format": FORMAT,
         "name": "CIM Twin demo district",
-        "generator": {"module": "sample_data", "seed": int(seed), "size_km": frame.size / 1000.0, "parts": [p for p in PARTS if p in chosen]},
+        "generator": {
+            "module": "sample_data",
+            "seed": int(seed),
+            "size_km": frame.size / 1000.0,
+            "parts": [p for p in PARTS if p in chosen],
+        },
         **frame_info(frame),
         "layers": [],
         "rasters": [],
@@ -122,7 +126,12 @@ def generate(
                 extra = {}
                 if name == "buildings" and band == "500":
                     extra["editions"] = [
-                        {"path": "buildings_500_2015.gpkg", "layer": "buildings", "valid_from": VALID_2015, "valid_to": VALID_CURRENT},
+                        {
+                            "path": "buildings_500_2015.gpkg",
+                            "layer": "buildings",
+                            "valid_from": VALID_2015,
+                            "valid_to": VALID_CURRENT,
+                        },
                         {"path": path, "layer": "buildings", "valid_from": VALID_CURRENT, "valid_to": None},
                     ]
                 layers.append(
@@ -158,8 +167,18 @@ def generate(
         manifest["history"] = {
             "layer": "buildings_500",
             "editions": [
-                {"path": "buildings_500_2015.gpkg", "layer": "buildings", "valid_from": VALID_2015, "feature_count": len(history.edition_2015)},
-                {"path": "basemap_500.gpkg", "layer": "buildings", "valid_from": VALID_CURRENT, "feature_count": len(bands["500"]["buildings"])},
+                {
+                    "path": "buildings_500_2015.gpkg",
+                    "layer": "buildings",
+                    "valid_from": VALID_2015,
+                    "feature_count": len(history.edition_2015),
+                },
+                {
+                    "path": "basemap_500.gpkg",
+                    "layer": "buildings",
+                    "valid_from": VALID_CURRENT,
+                    "feature_count": len(bands["500"]["buildings"]),
+                },
             ],
             "demolished": history.demolished,
             "new": history.new,
@@ -198,8 +217,19 @@ def generate(
     if "dem" in chosen:
         info = write_dem(out / "dem.tif", frame, terrain)
         manifest["rasters"].append(
-            {"id": "dem", "title": "Digital elevation model (2 m)", "kind": "terrain", "role": "dem", "path": "dem.tif", "crs": CRS,
-             "units": "metre", "vertical_datum": "1985 National Height Datum", "nodata": -9999.0, "bbox": list(frame.bbox), **info}
+            {
+                "id": "dem",
+                "title": "Digital elevation model (2 m)",
+                "kind": "terrain",
+                "role": "dem",
+                "path": "dem.tif",
+                "crs": CRS,
+                "units": "metre",
+                "vertical_datum": "1985 National Height Datum",
+                "nodata": -9999.0,
+                "bbox": list(frame.bbox),
+                **info,
+            }
         )
         lap("dem")
 
@@ -211,8 +241,16 @@ def generate(
         if "ortho" in chosen:
             info = write_ortho(out / "ortho.tif", frame, painter)
             manifest["rasters"].append(
-                {"id": "ortho", "title": "Orthophoto (1 m)", "kind": "raster", "role": "orthophoto", "path": "ortho.tif", "crs": CRS,
-                 "bbox": list(frame.bbox), **info}
+                {
+                    "id": "ortho",
+                    "title": "Orthophoto (1 m)",
+                    "kind": "raster",
+                    "role": "orthophoto",
+                    "path": "ortho.tif",
+                    "crs": CRS,
+                    "bbox": list(frame.bbox),
+                    **info,
+                }
             )
         lap("ortho")
 
@@ -233,18 +271,57 @@ def generate(
         }
         for net, (path, title, nodes, pipes) in nets.items():
             write_layers(out / path, {f"{net}_nodes": nodes, f"{net}_pipes": pipes})
-            layers.append(layer_entry(f"{net}_nodes", f"{title} nodes", "pipe_network", path, f"{net}_nodes", nodes, "node_id", VALID_CURRENT, network=net, role="nodes"))
             layers.append(
-                layer_entry(f"{net}_pipes", f"{title} pipes", "pipe_network", path, f"{net}_pipes", pipes, "pipe_id", VALID_CURRENT, network=net, role="pipes",
-                            nodes_layer=f"{net}_nodes")
+                layer_entry(
+                    f"{net}_nodes",
+                    f"{title} nodes",
+                    "pipe_network",
+                    path,
+                    f"{net}_nodes",
+                    nodes,
+                    "node_id",
+                    VALID_CURRENT,
+                    network=net,
+                    role="nodes",
+                )
+            )
+            layers.append(
+                layer_entry(
+                    f"{net}_pipes",
+                    f"{title} pipes",
+                    "pipe_network",
+                    path,
+                    f"{net}_pipes",
+                    pipes,
+                    "pipe_id",
+                    VALID_CURRENT,
+                    network=net,
+                    role="pipes",
+                    nodes_layer=f"{net}_nodes",
+                )
             )
         manifest["networks"] = {
-            "water": {"class": "JS", **water.info, "pipe_count": len(water.pipes), "node_count": len(water.nodes),
-                      "valve_count": int((water.nodes["type"] == "valve").sum())},
-            "gas": {"class": "RQ", **gas.info, "pipe_count": len(gas.pipes), "node_count": len(gas.nodes),
-                    "valve_count": int((gas.nodes["type"] == "valve").sum())},
-            "drainage": {"classes": ["YS", "WS"], "outfalls": d_info["outfalls"], "low_section_inlets": d_info["low_section_inlets"],
-                         "pipe_count": len(d_pipes), "node_count": len(d_nodes)},
+            "water": {
+                "class": "JS",
+                **water.info,
+                "pipe_count": len(water.pipes),
+                "node_count": len(water.nodes),
+                "valve_count": int((water.nodes["type"] == "valve").sum()),
+            },
+            "gas": {
+                "class": "RQ",
+                **gas.info,
+                "pipe_count": len(gas.pipes),
+                "node_count": len(gas.nodes),
+                "valve_count": int((gas.nodes["type"] == "valve").sum()),
+            },
+            "drainage": {
+                "classes": ["YS", "WS"],
+                "outfalls": d_info["outfalls"],
+                "low_section_inlets": d_info["low_section_inlets"],
+                "pipe_count": len(d_pipes),
+                "node_count": len(d_nodes),
+            },
         }
         lap("networks_write")
 
@@ -262,7 +339,10 @@ def generate(
             "scenario": "current",
             "valid_from": VALID_CURRENT,
             "parcel_id": params["parcel_id"],
-            "map_conversion": {k: params[k] for k in ("eastings", "northings", "orthogonal_height", "x_axis_abscissa", "x_axis_ordinate", "scale")},
+            "map_conversion": {
+                k: params[k]
+                for k in ("eastings", "northings", "orthogonal_height", "x_axis_abscissa", "x_axis_ordinate", "scale")
+            },
             "footprint": shapely.to_wkt(footprint_world(params), rounding_precision=3),
             "storeys": 3,
         }
@@ -298,7 +378,11 @@ def generate(
         data = build_sensors(frame, sections, water)
         write_layers(out / "sensors.gpkg", {"sensors": data.sensors})
         (out / "observations.csv").write_text(data.csv, encoding="utf-8", newline="\n")
-        layers.append(layer_entry("sensors", "Sensors", "sensor", "sensors.gpkg", "sensors", data.sensors, "sensor_id", VALID_CURRENT))
+        layers.append(
+            layer_entry(
+                "sensors", "Sensors", "sensor", "sensors.gpkg", "sensors", data.sensors, "sensor_id", VALID_CURRENT
+            )
+        )
         manifest["observations"] = {
             "path": "observations.csv",
             "sensors_layer": "sensors",
@@ -314,8 +398,3 @@ def generate(
     manifest = write_manifest(out / "manifest.json", manifest)
     lap("manifest")
     return manifest
-
-
-def read_layer(out_dir: Path, entry: dict) -> gpd.GeoDataFrame:
-    """Convenience for tests and loaders: open the GeoPackage layer a manifest entry names."""
-    return gpd.read_file(Path(out_dir) / entry["path"], layer=entry["layer"])

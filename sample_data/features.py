@@ -50,6 +50,18 @@ def _gdf(data: dict | pd.DataFrame, geometry: np.ndarray) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(pd.DataFrame(data).reset_index(drop=True), geometry=np.asarray(geometry), crs=CRS)
 
 
+def _strip(a: np.ndarray, b: np.ndarray, half: np.ndarray, box: shapely.Polygon) -> np.ndarray:
+    """Rectangles around segments a-b, half-width wide and extended by it at both ends (a square
+    cap, so that crossing roads close up), cut to the district; built directly from corners."""
+    d = b - a
+    e = d / np.maximum(np.hypot(*d.T), 1e-9)[:, None] * half[:, None]
+    n = np.column_stack([-e[:, 1], e[:, 0]])
+    rect = polygon_array(np.stack([a - e - n, b + e - n, b + e + n, a - e + n], axis=1))
+    edge = ~shapely.contains_properly(box, rect)
+    rect[edge] = shapely.intersection(rect[edge], box)
+    return rect
+
+
 def build_details(layout: Layout, buildings: Buildings) -> DetailLayers:
     """All vector content of the district at 1:500 detail."""
     frame = layout.frame
@@ -57,8 +69,8 @@ def build_details(layout: Layout, buildings: Buildings) -> DetailLayers:
     roads = layout.roads
     lines = roads.geometry
     table = roads.frame()
-    surface = shapely.intersection(shapely.buffer(lines, roads.width / 2.0, cap_style="square"), box)
-    carriage = shapely.intersection(shapely.buffer(lines, roads.width * 0.34, cap_style="square"), box)
+    surface = _strip(roads.node_xy[roads.u], roads.node_xy[roads.v], roads.width / 2.0, box)
+    carriage = _strip(roads.node_xy[roads.u], roads.node_xy[roads.v], roads.width * 0.34, box)
     road_gdf = _gdf(table, surface)
     centre_gdf = _gdf(table, lines)
 

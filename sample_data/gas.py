@@ -29,7 +29,7 @@ def build_gas(layout: Layout, terrain: Terrain, buildings: Buildings) -> Network
     """The gas distribution network of the district."""
     g = rng(layout.frame.seed, "gas")
     roads = layout.roads
-    xy = offset_graph(roads, OFFSET)
+    xy = offset_graph(roads, OFFSET, layout.frame.bbox)
     length = roads.length
     major = roads.cls != "branch"
     ne = len(length)
@@ -51,13 +51,19 @@ def build_gas(layout: Layout, terrain: Terrain, buildings: Buildings) -> Network
     # regulators 7 m into each branch road from a medium-pressure junction
     reg_u = np.nonzero(~major & node_major[roads.u] & (length > 20.0))[0]
     reg_v = np.nonzero(~major & node_major[roads.v] & (length > 20.0))[0]
-    regs = Attachments.inline(np.concatenate([reg_u, reg_v]), np.concatenate([np.full(len(reg_u), 7.0), length[reg_v] - 7.0]), "regulator")
-    lp_valves = end_fittings(g, roads, ~major & ~node_major[roads.u] & ~node_major[roads.v], np.full(ne, 0.35), 4.0, "valve")
+    regs = Attachments.inline(
+        np.concatenate([reg_u, reg_v]), np.concatenate([np.full(len(reg_u), 7.0), length[reg_v] - 7.0]), "regulator"
+    )
+    lp_valves = end_fittings(
+        g, roads, ~major & ~node_major[roads.u] & ~node_major[roads.v], np.full(ne, 0.35), 4.0, "valve"
+    )
     table, fp = buildings.current()
     use = table["use"].to_numpy()
     served = ~np.isin(use, ["ancillary", "utility"])
     sdiam = np.where(np.isin(use, ["hospital", "commercial", "industrial"]), 50, 32)
-    services = building_taps(roads, xy, fp[served], table["bid"].to_numpy()[served], sdiam[served], ~roads.bridge & (length > 12.0))
+    services = building_taps(
+        roads, xy, fp[served], table["bid"].to_numpy()[served], sdiam[served], ~roads.bridge & (length > 12.0)
+    )
     laid = lay(xy, roads, Attachments.concat([valves, regs, lp_valves, services]))
 
     st_xy = shapely.get_coordinates(shapely.centroid(layout.parcels.geometry[layout.facilities["gas_station"]]))[0]
@@ -90,9 +96,9 @@ def build_gas(layout: Layout, terrain: Terrain, buildings: Buildings) -> Network
     pressure = np.concatenate([np.where(medium, "medium", "low"), ["medium"]]).astype(object)
     material = np.where(p_year < 1995, "cast iron", np.where(p_diam >= 250, "steel", "PE")).astype(object)
     material[(pressure == "medium") & (p_year < 2005)] = "steel"
-    kind = np.concatenate(
-        [np.where(branch, "service", np.where(major[e], "main", "distribution")), ["feeder"]]
-    ).astype(object)
+    kind = np.concatenate([np.where(branch, "service", np.where(major[e], "main", "distribution")), ["feeder"]]).astype(
+        object
+    )
     ref = np.concatenate([laid.pipe_ref, [""]])
     crit_bids = set(table["bid"][np.isin(use, ["hospital", "school"])])
     critical = np.array([r in crit_bids for r in ref])

@@ -148,12 +148,16 @@ def write_ifc(path: Path, layout: Layout, terrain: Terrain, seed: int) -> dict:
     )
     cim = ifcopenshell.api.pset.add_pset(model, product=building, name="CIM_Parcel")
     ifcopenshell.api.pset.edit_pset(
-        model, pset=cim, properties={"ParcelId": parcel_id, "ParcelName": parcel_name, "District": "CIM Twin demo district"}
+        model,
+        pset=cim,
+        properties={"ParcelId": parcel_id, "ParcelName": parcel_name, "District": "CIM Twin demo district"},
     )
 
     storeys = []
     for level in range(N_STOREYS):
-        storey = ifcopenshell.api.root.create_entity(model, ifc_class="IfcBuildingStorey", name=("Ground Floor", "First Floor", "Second Floor")[level])
+        storey = ifcopenshell.api.root.create_entity(
+            model, ifc_class="IfcBuildingStorey", name=("Ground Floor", "First Floor", "Second Floor")[level]
+        )
         storey.Elevation = level * STOREY
         ifcopenshell.api.aggregate.assign_object(model, relating_object=building, products=[storey])
         ifcopenshell.api.geometry.edit_object_placement(model, product=storey, matrix=_placement(0, 0, level * STOREY))
@@ -181,11 +185,15 @@ def write_ifc(path: Path, layout: Layout, terrain: Terrain, seed: int) -> dict:
         slab = element("IfcSlab", f"Floor slab {level}", storey, slab_rep, _placement(0, 0, z - 0.25))
         slab.PredefinedType = "FLOOR"
         for k, (x, y, ang, length) in enumerate(runs):
-            rep = ifcopenshell.api.geometry.add_wall_representation(model, context=body, length=length, height=STOREY - 0.25, thickness=WALL)
+            rep = ifcopenshell.api.geometry.add_wall_representation(
+                model, context=body, length=length, height=STOREY - 0.25, thickness=WALL
+            )
             # a wall's body extends to its left (+y local); rotate so that it lies inside the outline
             wall = element("IfcWall", f"External wall {level}-{k + 1}", storey, rep, _placement(x, y, z, ang))
             wp = ifcopenshell.api.pset.add_pset(model, product=wall, name="Pset_WallCommon")
-            ifcopenshell.api.pset.edit_pset(model, pset=wp, properties={"IsExternal": True, "LoadBearing": True, "FireRating": "REI 120"})
+            ifcopenshell.api.pset.edit_pset(
+                model, pset=wp, properties={"IsExternal": True, "LoadBearing": True, "FireRating": "REI 120"}
+            )
             if k % 2 == 1:
                 continue  # windows and doors on the long facades
             n_win = 4
@@ -193,33 +201,65 @@ def write_ifc(path: Path, layout: Layout, terrain: Terrain, seed: int) -> dict:
                 along = length * (w + 0.5) / n_win
                 is_door = level == 0 and k == 0 and w == 1
                 ow, oh, sill = (1.8, 2.4, 0.0) if is_door else (1.6, 1.5, 0.9)
-                orep = ifcopenshell.api.geometry.add_wall_representation(model, context=body, length=ow, height=oh, thickness=WALL + 0.2)
+                orep = ifcopenshell.api.geometry.add_wall_representation(
+                    model, context=body, length=ow, height=oh, thickness=WALL + 0.2
+                )
                 c, s = np.cos(ang), np.sin(ang)
                 ox = x + c * (along - ow / 2) + s * 0.1
                 oy = y + s * (along - ow / 2) - c * 0.1
-                op = ifcopenshell.api.root.create_entity(model, ifc_class="IfcOpeningElement", name=f"Opening {level}-{k + 1}-{w + 1}")
+                op = ifcopenshell.api.root.create_entity(
+                    model, ifc_class="IfcOpeningElement", name=f"Opening {level}-{k + 1}-{w + 1}"
+                )
                 ifcopenshell.api.geometry.assign_representation(model, product=op, representation=orep)
-                ifcopenshell.api.geometry.edit_object_placement(model, product=op, matrix=_placement(ox, oy, z + sill, ang))
+                ifcopenshell.api.geometry.edit_object_placement(
+                    model, product=op, matrix=_placement(ox, oy, z + sill, ang)
+                )
                 ifcopenshell.api.feature.add_feature(model, feature=op, element=wall)
                 if is_door:
-                    frep = ifcopenshell.api.geometry.add_door_representation(model, context=body, overall_height=oh, overall_width=ow)
-                    fill = element("IfcDoor", "Main entrance", storey, frep, _placement(x + c * (along - ow / 2), y + s * (along - ow / 2), z, ang))
+                    frep = ifcopenshell.api.geometry.add_door_representation(
+                        model, context=body, overall_height=oh, overall_width=ow
+                    )
+                    fill = element(
+                        "IfcDoor",
+                        "Main entrance",
+                        storey,
+                        frep,
+                        _placement(x + c * (along - ow / 2), y + s * (along - ow / 2), z, ang),
+                    )
                     fill.OverallHeight, fill.OverallWidth = oh, ow
                 else:
-                    frep = ifcopenshell.api.geometry.add_window_representation(model, context=body, overall_height=oh, overall_width=ow)
-                    fill = element("IfcWindow", f"Window {level}-{k + 1}-{w + 1}", storey, frep, _placement(x + c * (along - ow / 2), y + s * (along - ow / 2), z + sill, ang))
+                    frep = ifcopenshell.api.geometry.add_window_representation(
+                        model, context=body, overall_height=oh, overall_width=ow
+                    )
+                    fill = element(
+                        "IfcWindow",
+                        f"Window {level}-{k + 1}-{w + 1}",
+                        storey,
+                        frep,
+                        _placement(x + c * (along - ow / 2), y + s * (along - ow / 2), z + sill, ang),
+                    )
                     fill.OverallHeight, fill.OverallWidth = oh, ow
                 ifcopenshell.api.feature.add_filling(model, opening=op, element=fill)
         if level == 0:
-            rep = ifcopenshell.api.geometry.add_wall_representation(model, context=body, length=WIDTH - 2 * WALL, height=STOREY - 0.25, thickness=0.2)
+            rep = ifcopenshell.api.geometry.add_wall_representation(
+                model, context=body, length=WIDTH - 2 * WALL, height=STOREY - 0.25, thickness=0.2
+            )
             element("IfcWall", "Internal wall 0-1", storey, rep, _placement(LENGTH / 2, WALL, z, np.pi / 2))
     roof_rep = ifcopenshell.api.geometry.add_slab_representation(
-        model, context=body, depth=0.35, polyline=[(-0.3, -0.3), (LENGTH + 0.3, -0.3), (LENGTH + 0.3, WIDTH + 0.3), (-0.3, WIDTH + 0.3)]
+        model,
+        context=body,
+        depth=0.35,
+        polyline=[(-0.3, -0.3), (LENGTH + 0.3, -0.3), (LENGTH + 0.3, WIDTH + 0.3), (-0.3, WIDTH + 0.3)],
     )
     roof = element("IfcRoof", "Roof", storeys[-1], roof_rep, _placement(0, 0, N_STOREYS * STOREY - 0.25))
     roof.PredefinedType = "FLAT_ROOF"
 
-    # reproducible identities and header
+    # reproducible identities, relationship member order (the api builds them from sets) and header
+    for rel in model.by_type("IfcRelationship"):
+        for i in range(len(rel)):
+            value = rel[i]
+            if isinstance(value, tuple) and value and all(isinstance(v, ifcopenshell.entity_instance) for v in value):
+                rel[i] = tuple(sorted(value, key=lambda e: e.id()))
     for k, ent in enumerate(model.by_type("IfcRoot")):
         ent.GlobalId = ifcopenshell.guid.compress(uuid.uuid5(uuid.NAMESPACE_URL, f"cim-twin-demo/{seed}/{k}").hex)
     model.header.file_name.time_stamp = VALID_PLANNED.replace("Z", "")

@@ -123,7 +123,12 @@ def _positions(g: np.random.Generator, start: float, length: float) -> np.ndarra
 
 
 def _line_family(
-    g: np.random.Generator, orient: str, start: float, length: float, names: list[str], avoid: tuple[float, float] | None
+    g: np.random.Generator,
+    orient: str,
+    start: float,
+    length: float,
+    names: list[str],
+    avoid: tuple[float, float] | None,
 ) -> LineFamily:
     pos = _positions(g, start, length)
     idx = np.arange(len(pos))
@@ -131,7 +136,9 @@ def _line_family(
     if orient == "v" and not np.any(cls != "branch") and len(pos):
         cls[len(pos) // 2] = "primary"  # at least one bridge over the river
     width = np.where(cls == "branch", g.choice(BRANCH_WIDTHS, len(pos)), 0.0)
-    width = np.where(cls == "primary", ROAD_WIDTH["primary"], np.where(cls == "secondary", ROAD_WIDTH["secondary"], width))
+    width = np.where(
+        cls == "primary", ROAD_WIDTH["primary"], np.where(cls == "secondary", ROAD_WIDTH["secondary"], width)
+    )
     tilt_max = min(0.035, 30.0 / (length / 2.0))
     tilt = g.uniform(-tilt_max, tilt_max, len(pos))
     keep = np.ones(len(pos), bool)
@@ -184,44 +191,56 @@ class Layout:
     parcels: Parcels
     facilities: dict[str, int]  # role -> parcel index (water_plant, water_tower, gas_station, ifc, planned)
 
-    @property
-    def ref(self) -> tuple[float, float]:
-        return self.frame.center
-
 
 def build_layout(frame: Frame, relief: Relief) -> Layout:
     """Streets, road graph, blocks and parcels, deterministic in the frame's seed."""
     g = rng(frame.seed, "layout")
     river = relief.river
-    corridor_half = CHANNEL_HALF_WIDTH + BANK_WIDTH
-    band = river.band(frame.x0, frame.x1, corridor_half + 15.0)
+    band = river.band(frame.x0, frame.x1, CHANNEL_HALF_WIDTH + BANK_WIDTH + 15.0)
     vnames, hnames = street_names(g, 400)
     vl = _line_family(g, "v", frame.x0, frame.size, vnames, None)
     hl = _line_family(g, "h", frame.y0, frame.size, hnames, band)
-    ref = frame.center
-    # vertical lines use y - ry, horizontal x - rx
-    nodes = _intersect(vl.a[:, None], vl.b[:, None], hl.a[None, :], hl.b[None, :], ref)  # (nV, nH, 2)
-    nv, nh = len(vl.a), len(hl.a)
     corridor = river.corridor(frame.x0 - 200.0, frame.x1 + 200.0)
+    nodes = _intersect(vl.a[:, None], vl.b[:, None], hl.a[None, :], hl.b[None, :], frame.center)  # (nV, nH, 2)
+    hm, vm = _merges(g, vl, hl, nodes, corridor)
+    roads = _road_graph(vl, hl, nodes, hm, vm, corridor)
+    blocks = _blocks(g, frame, vl, hl, hm, vm, corridor)
+    parcels = _parcels(g, blocks)
+    facilities = _facilities(frame, relief, parcels)
+    return Layout(frame, relief, vl, hl, roads, blocks, parcels, facilities)
 
-    # --- cells and which minor segments are left out --------------------------------------
+
+def _merges(
+    g: np.random.Generator, vl: LineFamily, hl: LineFamily, nodes: np.ndarray, corridor: shapely.Polygon
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which minor segments are left out, merging two cells into one block.
+
+    hm[i, j]: cells (i, j) and (i+1, j) merge (the segment of v line i+1 between h lines j, j+1
+    goes); vm[i, j]: cells (i, j) and (i, j+1) merge (the segment of h line j+1 between v lines
+    i, i+1 goes). Every cell takes part in at most one merge, so the road graph stays connected.
+    """
+    nv, nh = len(vl.a), len(hl.a)
     ci, cj = np.meshgrid(np.arange(nv - 1), np.arange(nh - 1), indexing="ij")
     cell_quads = np.stack([nodes[:-1, :-1], nodes[1:, :-1], nodes[1:, 1:], nodes[:-1, 1:]], axis=2)
     river_cell = shapely.intersects(polygon_array(cell_quads.reshape(-1, 4, 2)), corridor).reshape(nv - 1, nh - 1)
     interior = (ci > 0) & (ci < nv - 2) & (cj > 0) & (cj < nh - 2) & ~river_cell
-    # horizontal merge of (i, j) and (i+1, j) drops vertical segment (line i+1, between h j and j+1)
     hm = interior[:-1] & interior[1:] & ((ci[:-1] + cj[:-1]) % 2 == 0)
     hm &= (vl.cls[1:-1] == "branch")[:, None]
     hm &= g.random(hm.shape) < 0.2
     in_h = np.zeros_like(interior)
     in_h[:-1] |= hm
     in_h[1:] |= hm
-    # vertical merge of (i, j) and (i, j+1) drops horizontal segment (line j+1, between v i and i+1)
     vm = interior[:, :-1] & interior[:, 1:] & ~in_h[:, :-1] & ~in_h[:, 1:] & ((cj[:, :-1] % 2) == (ci[:, :-1] % 2))
     vm &= (hl.cls[1:-1] == "branch")[None, :]
     vm &= g.random(vm.shape) < 0.15
+    return hm, vm
 
-    # --- road segments ---------------------------------------------------------------------
+
+def _road_graph(
+    vl: LineFamily, hl: LineFamily, nodes: np.ndarray, hm: np.ndarray, vm: np.ndarray, corridor: shapely.Polygon
+) -> RoadGraph:
+    """Segments between crossings; the river cuts minor streets and is bridged by major ones."""
+    nv, nh = len(vl.a), len(hl.a)
     node_index = np.arange(nv * nh).reshape(nv, nh)
     vseg_keep = np.ones((nv, nh - 1), bool)  # segment of v line i between h j and j+1
     vseg_keep[[0, -1], :] = False
@@ -231,88 +250,91 @@ def build_layout(frame: Frame, relief: Relief) -> Layout:
     hseg_keep[:, 1:-1] &= ~vm
     vi, vj = np.nonzero(vseg_keep)
     hi, hj = np.nonzero(hseg_keep)
-    seg_u = np.concatenate([node_index[vi, vj], node_index[hi, hj]])
-    seg_v = np.concatenate([node_index[vi, vj + 1], node_index[hi + 1, hj]])
-    line_of = np.concatenate([vi, hj])
-    orient = np.concatenate([np.full(len(vi), "v"), np.full(len(hi), "h")]).astype(object)
-    fam_cls = np.concatenate([vl.cls[vi], hl.cls[hj]])
-    fam_w = np.concatenate([vl.width[vi], hl.width[hj]])
-    fam_name = np.concatenate([vl.name[vi], hl.name[hj]])
-    fam_sid = np.concatenate([vl.street_id[vi], hl.street_id[hj]])
+    seg = {
+        "u": np.concatenate([node_index[vi, vj], node_index[hi, hj]]),
+        "v": np.concatenate([node_index[vi, vj + 1], node_index[hi + 1, hj]]),
+        "line": np.concatenate([vi, hj]),
+        "orient": np.concatenate([np.full(len(vi), "v"), np.full(len(hi), "h")]).astype(object),
+        "cls": np.concatenate([vl.cls[vi], hl.cls[hj]]),
+        "width": np.concatenate([vl.width[vi], hl.width[hj]]),
+        "name": np.concatenate([vl.name[vi], hl.name[hj]]),
+        "street_id": np.concatenate([vl.street_id[vi], hl.street_id[hj]]),
+    }
+    seg["bridge"] = np.zeros(len(seg["u"]), bool)
     node_xy = nodes.reshape(-1, 2).copy()
-    bridge = np.zeros(len(seg_u), bool)
 
-    # --- the river cuts minor streets and bridges the major ones ----------------------------
-    seg_geom = shapely.linestrings(np.stack([node_xy[seg_u], node_xy[seg_v]], axis=1))
-    crossing = np.nonzero(shapely.intersects(seg_geom, corridor))[0]
+    geom = shapely.linestrings(np.stack([node_xy[seg["u"]], node_xy[seg["v"]]], axis=1))
     extra_xy: list[np.ndarray] = []
-    new_rows: list[tuple[int, int, int, bool]] = []  # (u, v, template segment, bridge)
-    drop = np.zeros(len(seg_u), bool)
-    next_node = len(node_xy)
-    for s in crossing:
-        outside = shapely.get_parts(shapely.difference(seg_geom[s], corridor))
+    rows: list[tuple[int, int, int, bool]] = []  # (u, v, segment it replaces, bridge)
+    drop = np.zeros(len(seg["u"]), bool)
+    for s in np.nonzero(shapely.intersects(geom, corridor))[0]:
+        outside = shapely.get_parts(shapely.difference(geom[s], corridor))
         if len(outside) < 2:
-            continue  # a stub that only touches the corridor: keep as it is
+            continue  # only touches the corridor: keep as it is
         drop[s] = True
-        pu, pv = node_xy[seg_u[s]], node_xy[seg_v[s]]
+        pu, pv = node_xy[seg["u"][s]], node_xy[seg["v"][s]]
         direction = (pv - pu) / np.hypot(*(pv - pu))
-        along = [float(np.dot(np.asarray(p.coords)[0] - pu, direction)) for p in outside]
-        outside = [outside[k] for k in np.argsort(along)]
-        first, last = outside[0], outside[-1]
-        cut_a = np.asarray(first.coords)[-1] if np.allclose(first.coords[0], pu) else np.asarray(first.coords)[0]
-        cut_b = np.asarray(last.coords)[0] if np.allclose(last.coords[-1], pv) else np.asarray(last.coords)[-1]
-        na, nb = next_node, next_node + 1
-        next_node += 2
+        outside = sorted(outside, key=lambda p: float(np.dot(np.asarray(p.coords)[0] - pu, direction)))
+        first, last = np.asarray(outside[0].coords), np.asarray(outside[-1].coords)
+        cut_a = first[-1] if np.allclose(first[0], pu) else first[0]
+        cut_b = last[0] if np.allclose(last[-1], pv) else last[-1]
+        na = len(node_xy) + len(extra_xy)
         extra_xy += [cut_a, cut_b]
-        new_rows.append((int(seg_u[s]), na, int(s), False))
-        new_rows.append((nb, int(seg_v[s]), int(s), False))
-        if fam_cls[s] != "branch":
-            new_rows.append((na, nb, int(s), True))
-    if new_rows:
+        rows += [(int(seg["u"][s]), na, int(s), False), (na + 1, int(seg["v"][s]), int(s), False)]
+        if seg["cls"][s] != "branch":
+            rows.append((na, na + 1, int(s), True))
+    if rows:
         node_xy = np.vstack([node_xy, np.array(extra_xy)])
-        rows = np.array([r[:3] for r in new_rows])
-        keep = ~drop
-        seg_u = np.concatenate([seg_u[keep], rows[:, 0]])
-        seg_v = np.concatenate([seg_v[keep], rows[:, 1]])
-        t = rows[:, 2]
-        line_of = np.concatenate([line_of[keep], line_of[t]])
-        orient = np.concatenate([orient[keep], orient[t]])
-        fam_cls = np.concatenate([fam_cls[keep], fam_cls[t]])
-        fam_w = np.concatenate([fam_w[keep], fam_w[t]])
-        fam_name = np.concatenate([fam_name[keep], fam_name[t]])
-        fam_sid = np.concatenate([fam_sid[keep], fam_sid[t]])
-        bridge = np.concatenate([bridge[keep], np.array([r[3] for r in new_rows])])
+        t = np.array([r[2] for r in rows])
+        for key in seg:
+            seg[key] = np.concatenate([seg[key][~drop], seg[key][t]])
+        n_keep = int((~drop).sum())
+        seg["u"][n_keep:] = [r[0] for r in rows]
+        seg["v"][n_keep:] = [r[1] for r in rows]
+        seg["bridge"][n_keep:] = [r[3] for r in rows]
 
     # order segments along their street, compact node numbering, stable ids
-    mid = (node_xy[seg_u] + node_xy[seg_v]) / 2.0
-    along = np.where(orient == "v", mid[:, 1], mid[:, 0])
-    order = np.lexsort((along, line_of, orient == "h"))
-    seg_u, seg_v = seg_u[order], seg_v[order]
-    used, inverse = np.unique(np.concatenate([seg_u, seg_v]), return_inverse=True)
-    seg_u, seg_v = inverse[: len(seg_u)], inverse[len(seg_u) :]
-    roads = RoadGraph(
+    mid = (node_xy[seg["u"]] + node_xy[seg["v"]]) / 2.0
+    along = np.where(seg["orient"] == "v", mid[:, 1], mid[:, 0])
+    order = np.lexsort((along, seg["line"], seg["orient"] == "h"))
+    used, inverse = np.unique(np.concatenate([seg["u"][order], seg["v"][order]]), return_inverse=True)
+    n = len(order)
+    return RoadGraph(
         node_xy=node_xy[used],
-        u=seg_u,
-        v=seg_v,
-        road_id=np.array([f"R{i + 1:05d}" for i in range(len(order))], dtype=object),
-        street_id=fam_sid[order],
-        name=fam_name[order],
-        cls=fam_cls[order],
-        width=fam_w[order],
-        bridge=bridge[order],
-        orient=orient[order],
+        u=inverse[:n],
+        v=inverse[n:],
+        road_id=np.array([f"R{i + 1:05d}" for i in range(n)], dtype=object),
+        street_id=seg["street_id"][order],
+        name=seg["name"][order],
+        cls=seg["cls"][order],
+        width=seg["width"][order],
+        bridge=seg["bridge"][order],
+        orient=seg["orient"][order],
     )
 
-    # --- blocks: one per cell or merged pair of cells, inset by half the street widths ----------
+
+def _blocks(
+    g: np.random.Generator,
+    frame: Frame,
+    vl: LineFamily,
+    hl: LineFamily,
+    hm: np.ndarray,
+    vm: np.ndarray,
+    corridor: shapely.Polygon,
+) -> Blocks:
+    """One block per cell or merged pair of cells, inset by half the street widths, cut by the
+    river corridor, and zoned: more commerce near the centre, industry at the edge."""
+    nv, nh = len(vl.a), len(hl.a)
+    ref = frame.center
     owner = np.arange((nv - 1) * (nh - 1)).reshape(nv - 1, nh - 1)
     right = np.tile(np.arange(1, nv)[:, None], (1, nh - 1))
     top = np.tile(np.arange(1, nh)[None, :], (nv - 1, 1))
-    hi_, hj_ = np.nonzero(hm)
-    owner[hi_ + 1, hj_] = -1
-    right[hi_, hj_] = hi_ + 2
-    vi_, vj_ = np.nonzero(vm)
-    owner[vi_, vj_ + 1] = -1
-    top[vi_, vj_] = vj_ + 2
+    hi, hj = np.nonzero(hm)
+    owner[hi + 1, hj] = -1
+    right[hi, hj] = hi + 2
+    vi, vj = np.nonzero(vm)
+    owner[vi, vj + 1] = -1
+    top[vi, vj] = vj + 2
     bi, bj = np.nonzero(owner >= 0)
     br, bt = right[bi, bj], top[bi, bj]
     left_a = _shift(vl.a[bi], vl.b[bi], vl.width[bi] / 2.0)
@@ -330,34 +352,24 @@ def build_layout(frame: Frame, relief: Relief) -> Layout:
     )
     bpoly = polygon_array(quad)
     clipped = shapely.intersects(bpoly, corridor)
-    bgeom = bpoly.copy()
-    bgeom[clipped] = shapely.difference(bpoly[clipped], corridor)
-    parts, part_of = shapely.get_parts(bgeom, return_index=True)
-    areas = shapely.area(parts)
-    ok = areas > 1500.0
+    bpoly[clipped] = shapely.difference(bpoly[clipped], corridor)
+    parts, part_of = shapely.get_parts(bpoly, return_index=True)
+    ok = shapely.area(parts) > 1500.0
     parts, part_of = parts[ok], part_of[ok]
-    bquad = quad[part_of]
-    bclipped = clipped[part_of]
     nb = len(parts)
-
-    # zoning: more commerce near the centre, industry at the edge
     cxy = shapely.get_coordinates(shapely.centroid(parts))
-    r = np.clip(np.hypot(cxy[:, 0] - ref[0], cxy[:, 1] - ref[1]) / (frame.size / 2.0), 0.0, 1.0)
-    w = ZONE_W[:, 0][None, :] + ZONE_W[:, 1][None, :] * (1.0 - r[:, None]) ** 2 + ZONE_W[:, 2][None, :] * r[:, None] ** 2
+    r = np.clip(np.hypot(cxy[:, 0] - ref[0], cxy[:, 1] - ref[1]) / (frame.size / 2.0), 0.0, 1.0)[:, None]
+    w = ZONE_W[:, 0][None, :] + ZONE_W[:, 1][None, :] * (1.0 - r) ** 2 + ZONE_W[:, 2][None, :] * r**2
     cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
-    zone_idx = np.minimum((cum < g.random(nb)[:, None]).sum(axis=1), len(ZONES) - 1)
-    zone = np.array(ZONES, dtype=object)[zone_idx]
-    zone[bclipped & (zone == "industrial")] = "park"
-    blocks = Blocks(
-        quad=bquad,
+    zone = np.array(ZONES, dtype=object)[np.minimum((cum < g.random(nb)[:, None]).sum(axis=1), len(ZONES) - 1)]
+    zone[clipped[part_of] & (zone == "industrial")] = "park"
+    return Blocks(
+        quad=quad[part_of],
         geometry=parts,
         block_id=np.array([f"K{i + 1:05d}" for i in range(nb)], dtype=object),
         zone=zone,
-        clipped=bclipped,
+        clipped=clipped[part_of],
     )
-    parcels = _parcels(g, blocks)
-    facilities = _facilities(frame, relief, parcels)
-    return Layout(frame, relief, vl, hl, roads, blocks, parcels, facilities)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +403,9 @@ def _parcels(g: np.random.Generator, blocks: Blocks) -> Parcels:
     l_short = np.where(long_is_u, lv, lu)
     frontage = np.array([FRONTAGE.get(z, 1e9) for z in blocks.zone])
     whole = np.isin(blocks.zone, ["school", "hospital", "park"])
-    n_long = np.where(whole, np.maximum(1, np.round(l_long / 180.0)), np.maximum(1, np.round(l_long / frontage))).astype(int)
+    n_long = np.where(
+        whole, np.maximum(1, np.round(l_long / 180.0)), np.maximum(1, np.round(l_long / frontage))
+    ).astype(int)
     n_short = np.where((l_short > 120.0) & ~whole, 2, 1).astype(int)
     fl, ol = _split_fractions(g, n_long)
     fs, os_ = _split_fractions(g, n_short)
@@ -405,7 +419,9 @@ def _parcels(g: np.random.Generator, blocks: Blocks) -> Parcels:
     u0, u1 = np.where(lu_, a0, b0), np.where(lu_, a1, b1)
     v0, v1 = np.where(lu_, b0, a0), np.where(lu_, b1, a1)
     bq = q[pb]
-    pquad = np.stack([_bilinear(bq, u0, v0), _bilinear(bq, u1, v0), _bilinear(bq, u1, v1), _bilinear(bq, u0, v1)], axis=1)
+    pquad = np.stack(
+        [_bilinear(bq, u0, v0), _bilinear(bq, u1, v0), _bilinear(bq, u1, v1), _bilinear(bq, u0, v1)], axis=1
+    )
     geom = polygon_array(pquad)
     clip = blocks.clipped[pb]
     geom[clip] = shapely.intersection(geom[clip], blocks.geometry[pb[clip]])
@@ -499,8 +515,12 @@ def _facilities(frame: Frame, relief: Relief, parcels: Parcels) -> dict[str, int
         "water_plant": pick(np.hypot(c[:, 0] - frame.x0, c[:, 1] - (ry + 0.12 * frame.size)), roomy & ordinary),
         "water_tower": pick(-natural, ordinary & (area > 2500.0)),
         "gas_station": pick(np.hypot(c[:, 0] - frame.x1, c[:, 1] - (frame.y0 + 0.15 * frame.size)), roomy & ordinary),
-        "ifc": pick(np.hypot(c[:, 0] - (cx + 0.12 * frame.size), c[:, 1] - (cy + 0.05 * frame.size)), roomy & ordinary & in_core),
-        "planned": pick(np.hypot(c[:, 0] - (cx - 0.1 * frame.size), c[:, 1] - (cy + 0.1 * frame.size)), roomy & ordinary & in_core),
+        "ifc": pick(
+            np.hypot(c[:, 0] - (cx + 0.12 * frame.size), c[:, 1] - (cy + 0.05 * frame.size)), roomy & ordinary & in_core
+        ),
+        "planned": pick(
+            np.hypot(c[:, 0] - (cx - 0.1 * frame.size), c[:, 1] - (cy + 0.1 * frame.size)), roomy & ordinary & in_core
+        ),
     }
     for role in ("water_plant", "water_tower", "gas_station"):
         parcels.use[facilities[role]] = "utility"

@@ -13,7 +13,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 
-from .frame import ANCHOR_LONLAT, CRS, GEOGRAPHIC_CRS, VERTICAL_DATUM, Frame, to_lonlat
+from .frame import ANCHOR_LONLAT, CRS, GEOGRAPHIC_CRS, GEOID_OFFSET, VERTICAL_DATUM, Frame, to_lonlat
 
 FORMAT = "cim-twin-demo-district/1"
 
@@ -73,11 +73,18 @@ def frame_info(frame: Frame) -> dict:
         "crs": CRS,
         "geographic_crs": GEOGRAPHIC_CRS,
         "vertical_datum": VERTICAL_DATUM,
+        "geoid_offset": GEOID_OFFSET,
+        "geoid_offset_note": "ellipsoidal height = 1985 height + geoid_offset (EGM96 undulation, ~1 m accuracy)",
         "axis_order": "x=easting, y=northing (use pyproj with always_xy=True)",
         "anchor_lonlat": list(ANCHOR_LONLAT),
         "size_m": frame.size,
         "bbox": list(frame.bbox),
-        "bbox_lonlat": [round(float(lon[0]), 7), round(float(lat[0]), 7), round(float(lon[1]), 7), round(float(lat[1]), 7)],
+        "bbox_lonlat": [
+            round(float(lon[0]), 7),
+            round(float(lat[0]), 7),
+            round(float(lon[1]), 7),
+            round(float(lat[1]), 7),
+        ],
         "core_bbox": list(frame.core_bbox),
         "ring_bbox": list(frame.ring_bbox),
     }

@@ -15,7 +15,7 @@ import rasterio
 import shapely
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
-from rasterio.transform import from_origin
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .features import DetailLayers
@@ -106,7 +106,7 @@ class OrthoPainter:
             roofs.append(pal[int(p * len(pal)) % len(pal)])
         self.n_before_roofs = len(lut)
         add(b.geometry.values, roofs)
-        self.lut = np.array(lut, dtype=np.float64)
+        self.lut = np.array(lut, dtype=np.float32)
         self.geoms = np.concatenate(shapes)
         self.values = np.concatenate(values).astype(np.int32)
         self.roof_first = self.n_before_roofs
@@ -123,7 +123,7 @@ class OrthoPainter:
 
     def paint(self, x0: float, y_top: float, res: float, width: int, height: int) -> np.ndarray:
         """RGB uint8 array (3, height, width) for the window with top-left corner (x0, y_top)."""
-        transform = from_origin(x0, y_top, res, res)
+        transform = Affine(res, 0.0, x0, 0.0, -res, y_top)
         win = shapely.box(x0, y_top - height * res, x0 + width * res, y_top)
         hit = np.sort(self.tree.query(win))
         cls = np.zeros((height, width), np.int32)
@@ -138,7 +138,13 @@ class OrthoPainter:
         shade = np.zeros((height, width), np.uint8)
         sh = np.sort(self.shadow_tree.query(win))
         if len(sh):
-            shade = rasterize(((g, 1) for g in self.shadows[sh]), out_shape=(height, width), transform=transform, fill=0, dtype="uint8")
+            shade = rasterize(
+                ((g, 1) for g in self.shadows[sh]),
+                out_shape=(height, width),
+                transform=transform,
+                fill=0,
+                dtype="uint8",
+            )
         rgb = self.lut[cls]  # (h, w, 3)
         xs = (x0 + (np.arange(width) + 0.5) * res)[None, :]
         ys = (y_top - (np.arange(height) + 0.5) * res)[:, None]
@@ -161,9 +167,10 @@ def _use_of(landuse: str) -> str:
     return {"business": "office", "education": "school", "medical": "hospital"}.get(landuse, landuse)
 
 
-def write_ortho(path: Path, frame: Frame, painter: OrthoPainter, strip_rows: int = 1024) -> dict:
-    """1 m RGB GeoTIFF, tiled and deflated, with overviews, painted strip by strip."""
+def write_ortho(path: Path, frame: Frame, painter: OrthoPainter) -> dict:
+    """1 m RGB GeoTIFF, tiled and deflated, with overviews, painted in strips of ~4 Mpixel."""
     width = height = int(round(frame.size / ORTHO_RES))
+    strip_rows = max(256, (4_000_000 // width) // 256 * 256)
     profile = {
         "driver": "GTiff",
         "dtype": "uint8",
@@ -171,7 +178,7 @@ def write_ortho(path: Path, frame: Frame, painter: OrthoPainter, strip_rows: int
         "width": width,
         "height": height,
         "crs": CRS,
-        "transform": from_origin(frame.x0, frame.y1, ORTHO_RES, ORTHO_RES),
+        "transform": Affine(ORTHO_RES, 0.0, frame.x0, 0.0, -ORTHO_RES, frame.y1),
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,

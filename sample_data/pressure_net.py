@@ -70,9 +70,11 @@ class Laid:
     n_base: int
 
 
-def offset_graph(roads: RoadGraph, offset: tuple[float, float]) -> np.ndarray:
-    """Node coordinates of a network laid parallel to the road centrelines."""
-    return roads.node_xy + np.asarray(offset, dtype=float)[None, :]
+def offset_graph(roads: RoadGraph, offset: tuple[float, float], bbox: tuple[float, float, float, float]) -> np.ndarray:
+    """Node coordinates of a network laid parallel to the road centrelines; the ends of roads
+    at the district edge stay just inside it (where the DEM and the maps are)."""
+    xy = roads.node_xy + np.asarray(offset, dtype=float)[None, :]
+    return np.clip(xy, [bbox[0] + 0.5, bbox[1] + 0.5], [bbox[2] - 0.5, bbox[3] - 0.5])
 
 
 def end_fittings(
@@ -86,7 +88,9 @@ def end_fittings(
     at_u = eligible & room & (deg[roads.u] >= 3) & (g.random(len(length)) < prob)
     at_v = eligible & room & (deg[roads.v] >= 3) & (g.random(len(length)) < prob)
     eu, ev = np.nonzero(at_u)[0], np.nonzero(at_v)[0]
-    return Attachments.inline(np.concatenate([eu, ev]), np.concatenate([np.full(len(eu), dist), length[ev] - dist]), kind)
+    return Attachments.inline(
+        np.concatenate([eu, ev]), np.concatenate([np.full(len(eu), dist), length[ev] - dist]), kind
+    )
 
 
 def building_taps(

@@ -51,7 +51,12 @@ def _fmt(a: np.ndarray, prefix: str, decimals: int) -> str:
 
 
 def write_mesh(
-    out_dir: Path, details: DetailLayers, terrain: Terrain, painter: OrthoPainter, center: tuple[float, float], seed: int
+    out_dir: Path,
+    details: DetailLayers,
+    terrain: Terrain,
+    painter: OrthoPainter,
+    center: tuple[float, float],
+    seed: int,
 ) -> dict:
     """Write the tiles and metadata.xml; returns the manifest entry's facts."""
     x0, y0, x1, y1 = mesh_area(center)
@@ -117,14 +122,18 @@ def write_mesh(
             v = np.vstack(verts) - np.array(origin, dtype=float)
             t = np.vstack(uvs)
             f = np.vstack(faces) + 1
-            lines = [f"# CIM Twin demo reality mesh, {name}, coordinates relative to SRSOrigin\n", f"mtllib {name}.mtl\n"]
+            lines = [
+                f"# CIM Twin demo reality mesh, {name}, coordinates relative to SRSOrigin\n",
+                f"mtllib {name}.mtl\n",
+            ]
             lines.append(_fmt(v, "v", 3))
             lines.append(_fmt(t, "vt", 5))
             lines.append(f"usemtl {name}\n")
             lines.append("".join(f"f {a}/{a} {b_}/{b_} {c}/{c}\n" for a, b_, c in f))
             (tdir / f"{name}.obj").write_text("".join(lines), encoding="utf-8")
             (tdir / f"{name}.mtl").write_text(
-                f"newmtl {name}\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nillum 1\nmap_Kd {name}.jpg\n", encoding="utf-8"
+                f"newmtl {name}\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nillum 1\nmap_Kd {name}.jpg\n",
+                encoding="utf-8",
             )
             tiles.append(
                 {

@@ -81,9 +81,6 @@ class Relief:
         f = np.clip((np.asarray(x, dtype=float) - self.frame.x0) / self.frame.size, -1.0, 2.0)
         return 10.5 - 1.5 * f
 
-    def river_bed(self, x: np.ndarray) -> np.ndarray:
-        return self.bank_level(x) - CHANNEL_DEPTH
-
     def natural(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Ground height without man-made depressions, vectorised over any array shape."""
         x = np.asarray(x, dtype=float)

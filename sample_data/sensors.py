@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import geopandas as gpd
 import numpy as np
@@ -36,7 +36,7 @@ class SensorData:
 
 
 def _times() -> list[datetime]:
-    day = datetime.fromisoformat(OBSERVATION_DAY).replace(tzinfo=timezone.utc)
+    day = datetime.fromisoformat(OBSERVATION_DAY).replace(tzinfo=UTC)
     return [day + k * STEP for k in range(288)]
 
 
@@ -72,7 +72,9 @@ def build_sensors(frame: Frame, sections: list[LowSection], water: Network) -> S
     # rain gauges, north and south of the river
     cx, cy = frame.center
     rain_total = np.array([78.0, 71.0])
-    for k, (gx, gy) in enumerate([(cx - 0.2 * frame.size, cy + 0.3 * frame.size), (cx + 0.25 * frame.size, cy - 0.35 * frame.size)]):
+    for k, (gx, gy) in enumerate(
+        [(cx - 0.2 * frame.size, cy + 0.3 * frame.size), (cx + 0.25 * frame.size, cy - 0.35 * frame.size)]
+    ):
         sid = f"RG{k + 1:03d}"
         rain = _hyetograph(minutes, rain_total[k]) * g.uniform(0.95, 1.05, len(minutes))
         rows.append((sid, np.round(rain, 1), "rainfall", "mm", 1))
@@ -92,25 +94,44 @@ def build_sensors(frame: Frame, sections: list[LowSection], water: Network) -> S
         val = np.clip(level * peak + g.normal(0.0, 0.002, len(minutes)), 0.0, None)
         val[level < 0.01] = 0.0
         rows.append((sid, np.round(val, 3), "water_level", "m", 3))
-        recs.append((sid, f"Ponding gauge {sec.road_name}", "road_water_level", "water_level", "m", PONDING_THRESHOLD, "above", sec.road_id, sec.id, sec.midpoint))
+        recs.append(
+            (
+                sid,
+                f"Ponding gauge {sec.road_name}",
+                "road_water_level",
+                "water_level",
+                "m",
+                PONDING_THRESHOLD,
+                "above",
+                sec.road_id,
+                sec.id,
+                sec.midpoint,
+            )
+        )
         peak_levels[sid] = float(np.round(val, 3).max())
 
     # pressure loggers on mains junctions spread over the district
     n = water.nodes
     pipes = water.pipes
-    mains_nodes = set(pipes.loc[pipes["kind"] == "main", "start_id"]) | set(pipes.loc[pipes["kind"] == "main", "end_id"])
+    mains_nodes = set(pipes.loc[pipes["kind"] == "main", "start_id"]) | set(
+        pipes.loc[pipes["kind"] == "main", "end_id"]
+    )
     cand = n[(n["type"] == "junction") & n["node_id"].isin(mains_nodes)]
     cxy = shapely.get_coordinates(cand.geometry.values)
     k_side = max(2, int(round(frame.size / 700.0)))
     targets = [
-        (frame.x0 + (i + 0.5) * frame.size / k_side, frame.y0 + (j + 0.5) * frame.size / k_side) for j in range(k_side) for i in range(k_side)
+        (frame.x0 + (i + 0.5) * frame.size / k_side, frame.y0 + (j + 0.5) * frame.size / k_side)
+        for j in range(k_side)
+        for i in range(k_side)
     ]
     chosen: list[int] = []
     for tx, ty in targets:
         d = np.hypot(cxy[:, 0] - tx, cxy[:, 1] - ty)
         d[chosen] = np.inf
         chosen.append(int(np.argmin(d)))
-    diurnal = 0.018 * np.cos(2 * np.pi * (minutes / 60.0 - 3.0) / 24.0) - 0.012 * np.exp(-(((minutes / 60.0) - 11.0) ** 2) / 2.0)
+    diurnal = 0.018 * np.cos(2 * np.pi * (minutes / 60.0 - 3.0) / 24.0) - 0.012 * np.exp(
+        -(((minutes / 60.0) - 11.0) ** 2) / 2.0
+    )
     ground = cand["ground_elev"].to_numpy()[chosen]
     burst_k = int(np.argmin(np.hypot(cxy[chosen, 0] - cx, cxy[chosen, 1] - cy)))
     t_b, t_v, t_r = _minute(BURST_START), _minute(VALVES_SHUT), _minute(RESTORED)
@@ -127,11 +148,26 @@ def build_sensors(frame: Frame, sections: list[LowSection], water: Network) -> S
         val = base + diurnal - drop * burst_shape + g.normal(0.0, 0.002, len(minutes))
         rows.append((sid, np.round(val, 3), "pressure", "MPa", 3))
         node = cand.iloc[row]
-        recs.append((sid, f"Pressure logger {k + 1}", "pipe_pressure", "pressure", "MPa", PRESSURE_THRESHOLD, "below", node["node_id"], None, tuple(cxy[row])))
+        recs.append(
+            (
+                sid,
+                f"Pressure logger {k + 1}",
+                "pipe_pressure",
+                "pressure",
+                "MPa",
+                PRESSURE_THRESHOLD,
+                "below",
+                node["node_id"],
+                None,
+                tuple(cxy[row]),
+            )
+        )
         pressure_ids.append((sid, node["node_id"], float(np.round(val, 3).min())))
 
     # flow at the two sources: demand pattern plus the burst's extra draw
-    demand = 1.0 + 0.25 * np.sin(2 * np.pi * (minutes / 60.0 - 0.5) / 24.0) + 0.1 * np.sin(4 * np.pi * minutes / 60.0 / 24.0)
+    demand = (
+        1.0 + 0.25 * np.sin(2 * np.pi * (minutes / 60.0 - 0.5) / 24.0) + 0.1 * np.sin(4 * np.pi * minutes / 60.0 / 24.0)
+    )
     scale = (frame.size / 2000.0) ** 2
     for k, (src, share) in enumerate(zip(water.sources, (0.75, 0.25), strict=True)):
         sid = f"FM{k + 1:03d}"
@@ -140,7 +176,9 @@ def build_sensors(frame: Frame, sections: list[LowSection], water: Network) -> S
         rows.append((sid, np.round(val, 1), "flow", "m3/h", 1))
         node = n[n["node_id"] == src].iloc[0]
         xy = shapely.get_coordinates(node.geometry)[0]
-        recs.append((sid, f"Flow meter {k + 1}", "flow", "flow", "m3/h", round(base * 1.6, 1), "above", src, None, tuple(xy)))
+        recs.append(
+            (sid, f"Flow meter {k + 1}", "flow", "flow", "m3/h", round(base * 1.6, 1), "above", src, None, tuple(xy))
+        )
 
     sensors = gpd.GeoDataFrame(
         {

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
 import shapely
-from rasterio.transform import from_origin
+from rasterio.transform import Affine
+from rasterio.windows import Window
 
 from .frame import CRS, Frame, rng
 from .layout import Layout
@@ -161,7 +161,7 @@ def pick_low_sections(layout: Layout, relief: Relief) -> list[LowSection]:
 def write_dem(path: Path, frame: Frame, terrain: Terrain, strip_rows: int = 512) -> dict:
     """2 m float32 GeoTIFF of the district, written in strips so a 20 km district fits in memory."""
     width = height = int(round(frame.size / DEM_RES))
-    transform = from_origin(frame.x0, frame.y1, DEM_RES, DEM_RES)
+    transform = Affine(DEM_RES, 0.0, frame.x0, 0.0, -DEM_RES, frame.y1)
     profile = {
         "driver": "GTiff",
         "dtype": "float32",

@@ -18,7 +18,16 @@ import shapely
 from .buildings import Buildings
 from .frame import CRS, rng
 from .layout import Layout
-from .pressure_net import Attachments, Laid, building_taps, end_fittings, lay, material_by_age, offset_graph, valve_flags
+from .pressure_net import (
+    Attachments,
+    Laid,
+    building_taps,
+    end_fittings,
+    lay,
+    material_by_age,
+    offset_graph,
+    valve_flags,
+)
 from .terrain import Terrain
 
 OFFSET = (3.5, 3.5)
@@ -44,14 +53,21 @@ class Network:
     info: dict
 
 
-def _street_pick(g: np.random.Generator, street: np.ndarray, choices: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
+def _street_pick(
+    g: np.random.Generator, street: np.ndarray, choices: np.ndarray, p: np.ndarray | None = None
+) -> np.ndarray:
     """One choice per street, shared by all its edges (a street's main is one size and age)."""
     uniq, inv = np.unique(street.astype(str), return_inverse=True)
     return np.asarray(choices)[g.choice(len(choices), len(uniq), p=p)][inv]
 
 
 def node_depths(
-    g: np.random.Generator, laid: Laid, edge_diam: np.ndarray, roads_u: np.ndarray, roads_v: np.ndarray, length: np.ndarray
+    g: np.random.Generator,
+    laid: Laid,
+    edge_diam: np.ndarray,
+    roads_u: np.ndarray,
+    roads_v: np.ndarray,
+    length: np.ndarray,
 ) -> np.ndarray:
     """Cover depth per node: mains deeper than distribution pipes; fittings on a run take the
     depth interpolated between its end nodes; leaves are shallow."""
@@ -75,7 +91,7 @@ def build_water(layout: Layout, terrain: Terrain, buildings: Buildings) -> Netwo
     """The water supply network of the district."""
     g = rng(layout.frame.seed, "water")
     roads = layout.roads
-    xy = offset_graph(roads, OFFSET)
+    xy = offset_graph(roads, OFFSET, layout.frame.bbox)
     length = roads.length
     major = roads.cls != "branch"
     ne = len(length)
@@ -131,7 +147,9 @@ def build_water(layout: Layout, terrain: Terrain, buildings: Buildings) -> Netwo
     )
     # gatehouses and substations (< 40 m², not on the 1:2000 map) are not customers
     served = use != "ancillary"
-    services = building_taps(roads, xy, fp[served], table["bid"].to_numpy()[served], sdiam[served], ~roads.bridge & (length > 12.0))
+    services = building_taps(
+        roads, xy, fp[served], table["bid"].to_numpy()[served], sdiam[served], ~roads.bridge & (length > 12.0)
+    )
     laid = lay(xy, roads, Attachments.concat([valves, mid_valves, meters, hydrants, services]))
 
     # sources: the plant and the elevated tank, each on its own pipe to the network
@@ -156,7 +174,9 @@ def build_water(layout: Layout, terrain: Terrain, buildings: Buildings) -> Netwo
     byear = pd.Series(table["year"].to_numpy(), index=table["bid"].to_numpy())
     ref = laid.pipe_ref
     p_year[is_service] = np.maximum(p_year[is_service], byear.reindex(ref[is_service]).to_numpy())
-    p_kind = np.where(branch, np.where(is_service, "service", "hydrant"), np.where(major[p_edge], "main", "distribution"))
+    p_kind = np.where(
+        branch, np.where(is_service, "service", "hydrant"), np.where(major[p_edge], "main", "distribution")
+    )
     crit_bids = set(table["bid"][np.isin(use, ["hospital", "school"])])
     critical = np.array([r in crit_bids for r in ref]) & is_service
     start = np.concatenate([laid.pipe_start, [n0, n0 + 1]])
@@ -238,7 +258,10 @@ def build_water(layout: Layout, terrain: Terrain, buildings: Buildings) -> Netwo
     )
     sources = [str(node_ids[n0]), str(node_ids[n0 + 1])]
     info = {
-        "sources": [{"node_id": sources[0], "type": "plant", "name": "Chengbei Water Works"}, {"node_id": sources[1], "type": "tank", "name": "Gaogang Water Tower"}],
+        "sources": [
+            {"node_id": sources[0], "type": "plant", "name": "Chengbei Water Works"},
+            {"node_id": sources[1], "type": "tank", "name": "Gaogang Water Tower"},
+        ],
         "critical_buildings": sorted(str(b) for b in ref[critical]),
     }
     return Network(nodes, pipes, sources, info)
