@@ -252,3 +252,9 @@ def test_boolean_filters_do_not_match_numbers(store):
     store.write_features(Layer(id="valves"), rows)
     assert [f.fid for f in store.query("valves", filters={"operable": "true"}).features] == ["flag"]
     assert [f.fid for f in store.query("valves", filters={"operable": "1"}).features] == ["one"]
+
+
+def test_two_layers_may_share_a_title(store):
+    for layer_id in ("roads_500", "roads_2000"):
+        store.write_features(Layer(id=layer_id, title="Roads"), [FeatureInput("1", Point(X0, Y0), {})])
+    assert [lay.title for lay in store.list_layers()] == ["Roads", "Roads"]

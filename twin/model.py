@@ -127,6 +127,8 @@ class WriteReport:
     unchanged: int = 0
     closed: int = 0
     layer_version: int = 0
+    # project-CRS box of everything the write touched (new versions and closed ones), for caches
+    changed_bbox: tuple[float, float, float, float] | None = None
 
     def as_dict(self) -> dict[str, int | str]:
         return dict(self.__dict__)

@@ -61,6 +61,52 @@ class QueryResult:
     number_matched: int | None
 
 
+@dataclass
+class FeatureArrays:
+    """Feature versions as arrays (ids, shapely geometries, properties as stored JSON text), for
+    readers that process many at once, such as the vector tile builder."""
+
+    fids: list[str]
+    geometries: Any  # numpy array of shapely geometries (None where a feature has none)
+    properties: list[str]
+
+
+@dataclass(frozen=True)
+class TileQuery:
+    """One MVT layer's worth of a tile, for a backend that builds tiles itself (PostGIS ST_AsMVT).
+
+    `bounds` is the tile in EPSG:3857 and `bbox` the same area (with the buffer) in the project
+    CRS for the index. Thresholds are EPSG:3857 metres: simplify to `tolerance`, drop polygons
+    under `min_area` and lines under `min_length`, keep one point per `point_cell` grid cell
+    (smallest feature id first; 0 keeps all).
+    """
+
+    bounds: tuple[float, float, float, float]
+    bbox: BBox
+    extent: int
+    buffer: int
+    tolerance: float
+    min_area: float
+    min_length: float
+    point_cell: float
+    time: TimeFilter | None = None
+
+
+WHOLE_LAYER = (-math.inf, -math.inf, math.inf, math.inf)  # the box a change log gives a deleted layer
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """One recorded write: the layer, the version it produced, and the project-CRS box of what it
+    touched (None: nothing; `WHOLE_LAYER`: everything, e.g. when the layer was deleted). `seq`
+    orders changes store-wide."""
+
+    seq: int
+    layer: str
+    version: int
+    bbox: tuple[float, float, float, float] | None
+
+
 BOOLEAN_WORDS = ("true", "false")
 
 
@@ -107,6 +153,22 @@ def properties_json(properties: dict[str, Any]) -> str:
         return json.dumps(properties, sort_keys=True, ensure_ascii=False, allow_nan=False, default=str)
     except ValueError as exc:
         raise InvalidInput(f"feature properties are not valid JSON values: {exc}") from exc
+
+
+def merged_bounds(*boxes: Any) -> tuple[float, float, float, float] | None:
+    """One (minx, miny, maxx, maxy) around boxes given as 4-sequences or (n, 4) arrays; NaN and
+    None are skipped; None when nothing is left."""
+    import numpy as np
+
+    rows = [np.asarray(b, dtype=float).reshape(-1, 4) for b in boxes if b is not None]
+    if not rows:
+        return None
+    stacked = np.concatenate(rows)
+    stacked = stacked[~np.isnan(stacked).any(axis=1)]
+    if not len(stacked):
+        return None
+    low, high = stacked[:, :2].min(axis=0), stacked[:, 2:].max(axis=0)
+    return (float(low[0]), float(low[1]), float(high[0]), float(high[1]))
 
 
 class Store(ABC):
@@ -221,6 +283,40 @@ class Store(ABC):
         limit: int | None = None,
     ) -> list[Observation]:
         """Readings of one sensor in time order; `time` None means all."""
+
+    # ----- readers that work in bulk (vector tiles); backends may answer faster ------------
+    def feature_arrays(self, layer_id: str, *, bbox: BBox, time: TimeFilter | None = None) -> FeatureArrays:
+        """Versions valid at `time` (default now) that may meet `bbox`, ordered by feature id.
+
+        Envelope candidates are enough: callers clip. This default goes through `query`.
+        """
+        import numpy as np
+
+        features = sorted(self.iter_features(layer_id, bbox=bbox, time=time), key=lambda f: f.fid)
+        return FeatureArrays(
+            [f.fid for f in features],
+            np.array([f.geometry for f in features], dtype=object),
+            [properties_json(f.properties) for f in features],
+        )
+
+    def mvt_layer(self, name: str, layer_ids: Iterable[str], query: TileQuery) -> bytes | None:
+        """The MVT bytes of one tile layer built by the database, or None when this backend does not
+        build tiles (the caller then encodes `feature_arrays` itself)."""
+        return None
+
+    def layer_versions(self) -> dict[str, int]:
+        """Every layer's current version, for caches that must notice writes."""
+        return {layer.id: layer.version for layer in self.list_layers()}
+
+    def change_token(self) -> Any:
+        """A value that changes whenever anything may have been written, and costs next to nothing
+        to read; None when the backend has none (callers then re-read versions now and then)."""
+        return None
+
+    def layer_changes(self, since: int) -> list[LayerChange] | None:
+        """Changes recorded after sequence number `since`, oldest first; None when this backend keeps
+        no record (callers must then assume any layer whose version moved changed everywhere)."""
+        return None
 
     def __enter__(self) -> Store:
         return self

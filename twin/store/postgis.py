@@ -47,13 +47,18 @@ from twin.model import (
     utc,
 )
 from twin.store.base import (
+    WHOLE_LAYER,
+    FeatureArrays,
+    LayerChange,
     QueryResult,
     Store,
     StoreUnavailable,
+    TileQuery,
     WriteMode,
     check_property_key,
     chunks,
     layer_description,
+    merged_bounds,
     typed_filter_value,
 )
 from twin.store.versioning import (
@@ -92,6 +97,46 @@ CREATE TABLE IF NOT EXISTS twin.twin_observations (
   time timestamptz NOT NULL, quantity text NOT NULL, value double precision NOT NULL,
   unit text NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS twin_observations_sensor_time ON twin.twin_observations (sensor_id, time)
+"""
+
+# What each write touched, so that tile caches invalidate only that (see Store.layer_changes).
+CHANGES_TABLE = """
+CREATE TABLE IF NOT EXISTS twin.twin_changes (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, layer text NOT NULL, version integer NOT NULL,
+  min_x double precision, min_y double precision, max_x double precision, max_y double precision)
+"""
+DDL_LOCK = 0  # second key of the advisory lock taken to create shared tables
+
+# One MVT layer by ST_AsMVT, with the rules of tiles/vector/generalise.py: drop polygons and
+# lines under the size thresholds, thin single points to one per grid cell (smallest id first),
+# clip to the buffered tile, simplify, then snap and encode.
+MVT_LAYER = """
+WITH src AS ({sources}),
+kept AS (
+  SELECT g, fid, props FROM src
+  WHERE (ST_Dimension(g) = 2 AND ST_Area(g) >= %(min_area)s)
+     OR (ST_Dimension(g) = 1 AND ST_Length(g) >= %(min_length)s)
+     OR (ST_Dimension(g) = 0 AND (%(cell)s = 0 OR GeometryType(g) <> 'POINT'))
+  UNION ALL
+  (SELECT DISTINCT ON (cx, cy) g, fid, props FROM (
+    SELECT g, fid, props, floor((ST_X(g) - %(minx)s) / %(cell)s) AS cx, floor((ST_Y(g) - %(miny)s) / %(cell)s) AS cy
+    FROM src WHERE %(cell)s > 0 AND GeometryType(g) = 'POINT') p
+  ORDER BY cx, cy, fid COLLATE "C")
+),
+tiled AS (
+  SELECT ST_AsMVTGeom(
+      ST_Simplify(ST_ClipByBox2D(g, ST_MakeEnvelope(%(bminx)s, %(bminy)s, %(bmaxx)s, %(bmaxy)s, 3857)),
+                  %(tolerance)s, true),
+      ST_MakeEnvelope(%(minx)s, %(miny)s, %(maxx)s, %(maxy)s, 3857), %(extent)s, %(buffer)s, true) AS geom,
+    fid, props
+  FROM kept ORDER BY fid COLLATE "C"
+)
+SELECT ST_AsMVT(tiled, %(name)s, %(extent)s, 'geom') FROM tiled WHERE geom IS NOT NULL
+"""
+MVT_SOURCE = """
+SELECT ST_Force2D(ST_Transform(geom, 3857)) AS g, feature_id AS fid, properties - 'fid' AS props FROM {table}
+WHERE geom && ST_MakeEnvelope(%(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s, {srid})
+  AND NOT ST_IsEmpty(geom) AND GeometryType(geom) <> 'GEOMETRYCOLLECTION' AND {time}
 """
 
 LAYER_TABLE = """
@@ -322,6 +367,7 @@ class PostGISStore(Store):
             if self._stored_crs(con) is not None:
                 raise InvalidInput(f"{self.location} already holds a twin")
             con.execute(TWIN_TABLES)
+            con.execute(CHANGES_TABLE)
             self._register_srid(con, srid)
             con.cursor().executemany(
                 "INSERT INTO twin.twin_meta VALUES (%s, %s)",
@@ -440,6 +486,7 @@ class PostGISStore(Store):
             self._lock_layer(con, layer_id)
             con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(layer_table(layer_id)))
             con.execute("DELETE FROM twin.twin_layers WHERE id = %s", (layer_id,))
+            self._log_change(con, layer_id, 0, WHOLE_LAYER)
 
     @staticmethod
     def _record_change(
@@ -554,6 +601,7 @@ class PostGISStore(Store):
             everything_open = self._open_versions(con, table) if replace else None
             seen: set[str] = set()
             inserted_bounds: list[np.ndarray] = []
+            closed_bounds: list = []  # boxes of the rows this write closes, for the change log
             opened = closed = 0
             for chunk in chunks(features, BATCH):
                 batch = prepare_batch(chunk)
@@ -564,6 +612,7 @@ class PostGISStore(Store):
                 open_versions, last_versions = self._lookup(con, table, batch.fids, was_empty, everything_open)
                 plan = plan_write(batch, open_versions, last_versions, start)
                 self._close_rows(con, table, plan.closes, start)
+                closed_bounds.append(self._rows_extent(con, table, plan.closes))
                 self._insert_rows(con, table, batch, plan.inserts, start)
                 inserted_bounds.append(batch.bounds[[i for i, _ in plan.inserts]])
                 opened += len(plan.inserts)
@@ -575,10 +624,14 @@ class PostGISStore(Store):
                 gone = missing_from(seen, everything_open)
                 check_closable(gone, start)
                 self._close_rows(con, table, [v.row_id for v in gone], start)
+                closed_bounds.append(self._rows_extent(con, table, [v.row_id for v in gone]))
                 report.closed = len(gone)
                 closed += len(gone)
             bounds = np.concatenate(inserted_bounds) if inserted_bounds else None
             report.layer_version = self._record_change(con, table, start, opened, closed, bounds)
+            report.changed_bbox = self._log_change(
+                con, table, report.layer_version, merged_bounds(bounds, *closed_bounds)
+            )
             if new_table:
                 self._create_indexes(con, table)
             if opened >= ANALYZE_AFTER:
@@ -598,7 +651,8 @@ class PostGISStore(Store):
             closing = [open_versions[fid] for fid in wanted]
             check_closable(closing, end)
             self._close_rows(con, layer_id, [v.row_id for v in closing], end)
-            self._record_change(con, layer_id, end, 0, len(closing))
+            version = self._record_change(con, layer_id, end, 0, len(closing))
+            self._log_change(con, layer_id, version, self._rows_extent(con, layer_id, [v.row_id for v in closing]))
         return len(closing)
 
     @staticmethod
@@ -669,6 +723,87 @@ class PostGISStore(Store):
         if not rows:
             raise NotFound(f"feature {fid!r} not found in layer {layer_id!r}")
         return self._rows_to_features(layer_id, rows)
+
+    # ----- change log and bulk readers (vector tiles) ---------------------------------------
+    @staticmethod
+    def _rows_extent(con: psycopg.Connection, layer_id: str, row_ids: list) -> tuple | None:
+        if not row_ids:
+            return None
+        query = sql.SQL(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
+            "WHERE fid = ANY(%s)) s"
+        ).format(layer_table(layer_id))
+        extent = con.execute(query, (list(row_ids),)).fetchone()
+        return None if extent[0] is None else tuple(extent)
+
+    def _log_change(self, con: psycopg.Connection, layer_id: str, version: int, bbox: tuple | None) -> tuple | None:
+        """Record what a write touched; twins made before the log existed gain its table here."""
+        if not getattr(self, "_changes_ready", False):
+            if con.execute("SELECT to_regclass('twin.twin_changes')").fetchone()[0] is None:
+                con.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, DDL_LOCK))
+                con.execute(CHANGES_TABLE)
+            self._changes_ready = True
+        con.execute(
+            "INSERT INTO twin.twin_changes (layer, version, min_x, min_y, max_x, max_y) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (layer_id, version, *(bbox or (None,) * 4)),
+        )
+        return bbox
+
+    def layer_changes(self, since: int) -> list[LayerChange] | None:
+        try:
+            rows = self._fetchall(
+                "SELECT seq, layer, version, min_x, min_y, max_x, max_y FROM twin.twin_changes "
+                "WHERE seq > %s ORDER BY seq",
+                (since,),
+            )
+        except psycopg.errors.UndefinedTable:
+            return []
+        return [
+            LayerChange(seq, layer, version, None if b[0] is None else tuple(b)) for seq, layer, version, *b in rows
+        ]
+
+    def layer_versions(self) -> dict[str, int]:
+        return dict(self._fetchall("SELECT id, version FROM twin.twin_layers"))
+
+    def feature_arrays(self, layer_id: str, *, bbox: BBox, time: TimeFilter | None = None) -> FeatureArrays:
+        conditions, params = time_condition(time)
+        envelope = sql.SQL("geom && ST_MakeEnvelope(%s, %s, %s, %s, {})").format(sql.Literal(self.srid))
+        where = sql.SQL(" AND ").join([envelope, *conditions])
+        query = sql.SQL(
+            'SELECT feature_id, ST_AsBinary(geom), properties::text FROM {} WHERE {} ORDER BY feature_id COLLATE "C"'
+        ).format(layer_table(layer_id), where)
+        rows = self._fetchall(query, [*bbox.as_tuple(), *params])
+        fids = [row[0] for row in rows]
+        geoms = shapely.from_wkb([row[1] for row in rows]) if rows else np.empty(0, dtype=object)
+        return FeatureArrays(fids, geoms, [row[2] for row in rows])
+
+    def mvt_layer(self, name: str, layer_ids: Iterable[str], query: TileQuery) -> bytes | None:
+        """ST_AsMVT over the layers' versions valid at `query.time`; b'' when no feature is left."""
+        time = query.time if query.time is not None else TimeFilter.at(now_utc())
+        clauses = ["true"]
+        if time.end is not None:
+            clauses.append("valid_from <= %(t_end)s")
+        if time.start is not None:
+            clauses.append("(valid_to IS NULL OR valid_to > %(t_start)s)")
+        sources = [
+            MVT_SOURCE.format(
+                table=layer_table(layer_id).as_string(None), srid=int(self.srid), time=" AND ".join(clauses)
+            )
+            for layer_id in layer_ids
+        ]
+        minx, miny, maxx, maxy = query.bounds
+        margin = (maxx - minx) * query.buffer / query.extent
+        params = {
+            "t_end": time.end, "t_start": time.start,
+            "xmin": query.bbox.minx, "ymin": query.bbox.miny, "xmax": query.bbox.maxx, "ymax": query.bbox.maxy,
+            "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+            "bminx": minx - margin, "bminy": miny - margin, "bmaxx": maxx + margin, "bmaxy": maxy + margin,
+            "extent": query.extent, "buffer": query.buffer, "tolerance": query.tolerance,
+            "min_area": query.min_area, "min_length": query.min_length, "cell": query.point_cell, "name": name,
+        }  # fmt: skip
+        rows = self._fetchall(MVT_LAYER.format(sources=" UNION ALL ".join(sources)), params)
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else b""
 
     # ----- observations -------------------------------------------------------------------
     def add_observations(self, observations: Iterable[Observation]) -> int:
