@@ -27,7 +27,8 @@ def _editions(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 def steps(manifest: dict[str, Any]) -> int:
     layers = sum(len(_editions(e)) for e in manifest.get("layers", []))
-    return layers + len(manifest.get("rasters", [])) + (1 if manifest.get("observations") else 0)
+    extras = sum(1 for key in ("observations", "ifc") if manifest.get(key))
+    return layers + len(manifest.get("rasters", [])) + extras
 
 
 def load_manifest(
@@ -80,6 +81,21 @@ def load_manifest(
             )
         )
         done(raster["id"])
+    ifc = manifest.get("ifc")
+    if ifc:
+        from ingestion.ifc import ingest_ifc  # ifcopenshell is heavy: only when a manifest has a model
+
+        reports.append(
+            ingest_ifc(
+                store,
+                Path(root) / ifc["path"],
+                layer_id=ifc["id"],
+                scenario=ifc.get("scenario", "current"),
+                valid_from=parse_instant(ifc["valid_from"]) if ifc.get("valid_from") else None,
+                title=ifc.get("title"),
+            )
+        )
+        done(ifc["id"])
     observations = manifest.get("observations")
     if observations:
         store.add_observations(read_observations_csv(Path(root) / observations["path"]))
