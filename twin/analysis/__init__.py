@@ -1,7 +1,8 @@
 """Analyses on plain arrays: pipe-network valve segments, burst isolation and supply loss.
 
-Nothing here imports the store, the web layer or the readers: they build a `PipeNetwork` and
-hand it over, and they cache its `Segmentation` per network version.
+The network core (`network`, `segments`, `burst`, `burst_index`) imports neither the store, the
+web layer nor the readers: they build a `PipeNetwork` and hand it over. `store_network` builds
+one from a twin's layers and caches it per layer version; `service` answers the API and the CLI.
 """
 
 from twin.analysis.burst import BurstIsolation, Impact, SupplyLoss, burst_isolation, isolation

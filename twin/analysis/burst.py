@@ -14,7 +14,10 @@ Rules, in the order they are applied:
    close only when the segment behind it still reaches a source; a boundary valve whose far
    side has no source anyway is *optional*: closing it does not save anyone's supply, it only
    keeps the dead side from draining into the burst.
-5. Crew order: the valves to close are sorted by their distance from the burst along the pipes
+5. Valves shut in normal operation (`Valves.closed`, zone boundaries) pass no water: they are
+   never passed, never need closing (they are listed as `already_closed` when they bound the
+   area) and count as closed when deciding who has supply, before the burst and after it.
+6. Crew order: the valves to close are sorted by their distance from the burst along the pipes
    of the isolation area (from the middle of the nearest burst link to the valve's node, using
    link lengths; links of unknown length count as 0, and when no length is known at all each
    link counts as 1), ties by valve id.
@@ -87,6 +90,8 @@ class BurstIsolation:
     """Source nodes inside the isolation area: no valve separates them from the burst."""
     isolated: Impact
     lost_supply: Impact
+    already_closed: list[str] = field(default_factory=list)
+    """Boundary valves shut in normal operation: nothing to do, but the crew should know."""
 
     @property
     def affected_nodes(self) -> int:
@@ -207,7 +212,8 @@ def burst_isolation(
     if not len(links):
         raise InvalidInput("no burst link given")
     valves = network.valves
-    failed = ~valves.operable | ~valves.accessible | _mask(len(valves), network.valve_index(failed_valves))
+    shut = valves.closed
+    failed = (~valves.operable | ~valves.accessible | _mask(len(valves), network.valve_index(failed_valves))) & ~shut
     a, b = seg.valve_link_segment, seg.valve_node_segment
     burst_segments = np.unique(seg.link_segment[links])
 
@@ -217,11 +223,11 @@ def burst_isolation(
     boundary = ~failed & (in_a != in_b)
     inner = np.where(in_a, a, b)
     outer = np.where(in_a, b, a)
-    secondary = boundary & ~np.isin(inner, burst_segments)
+    secondary = boundary & ~shut & ~np.isin(inner, burst_segments)
 
-    supplied_after = _supplied(seg, ~boundary)
-    supplied_before = _supplied(seg, np.ones(len(valves), dtype=bool))
-    required = boundary & supplied_after[outer]
+    supplied_after = _supplied(seg, ~boundary & ~shut)
+    supplied_before = _supplied(seg, ~shut)
+    required = boundary & ~shut & supplied_after[outer]
     lost = ~area & ~supplied_after & supplied_before
 
     distance_to_node = _distances(network, area[seg.link_segment], links)
@@ -231,7 +237,7 @@ def burst_isolation(
         burst_segments=burst_segments.tolist(),
         isolation_segments=np.flatnonzero(area).tolist(),
         valves_to_close=_crew_order(network, np.flatnonzero(required), valve_distance),
-        optional_valves=_crew_order(network, np.flatnonzero(boundary & ~required), valve_distance),
+        optional_valves=_crew_order(network, np.flatnonzero(boundary & ~shut & ~required), valve_distance),
         secondary_valves=_valve_ids(network, secondary),
         passed_valves=_valve_ids(network, passable & in_a & in_b),
         valve_distance={str(valves.ids[v]): float(valve_distance[v]) for v in np.flatnonzero(boundary)},
@@ -239,6 +245,7 @@ def burst_isolation(
         sources_in_area=network.node_ids[sources & area[seg.node_segment]].tolist(),
         isolated=_impact(network, seg, area),
         lost_supply=_impact(network, seg, lost),
+        already_closed=_valve_ids(network, boundary & shut),
     )
 
 
@@ -251,8 +258,9 @@ def isolation(
     seg = _segments_of(network, segmentation)
     _require_source(network)
     closed = _mask(len(network.valves), network.valve_index(closed_valves))
-    supplied_before = _supplied(seg, np.ones(len(closed), dtype=bool))
-    lost = ~_supplied(seg, ~closed) & supplied_before
+    shut = network.valves.closed
+    supplied_before = _supplied(seg, ~shut)
+    lost = ~_supplied(seg, ~closed & ~shut) & supplied_before
     return SupplyLoss(
         closed_valves=_valve_ids(network, closed),
         lost_supply_segments=np.flatnonzero(lost).tolist(),

@@ -80,13 +80,18 @@ def _flags(values: Any, size: int, what: str) -> np.ndarray:
 
 @dataclass(eq=False)
 class Valves:
-    """The valve layer: valve `i` sits on link `link[i]` next to node `node[i]` (indices)."""
+    """The valve layer: valve `i` sits on link `link[i]` next to node `node[i]` (indices).
+
+    `closed` marks valves that are shut in normal operation (zone boundaries): they bound
+    segments like any valve, but no water passes them and a burst never needs them closed.
+    """
 
     ids: np.ndarray
     link: np.ndarray
     node: np.ndarray
     operable: np.ndarray | None = None
     accessible: np.ndarray | None = None
+    closed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.ids = _ids(self.ids, "valve")
@@ -97,6 +102,9 @@ class Valves:
             raise InvalidInput("valves: ids, link and node must have the same length")
         self.operable = _flags(self.operable, size, "valve operable flags")
         self.accessible = _flags(self.accessible, size, "valve accessible flags")
+        self.closed = (
+            np.zeros(size, dtype=bool) if self.closed is None else _flags(self.closed, size, "valve closed flags")
+        )
 
     @classmethod
     def empty(cls) -> Valves:
@@ -235,6 +243,7 @@ class PipeNetwork:
         *,
         operable: Sequence[bool] | None = None,
         accessible: Sequence[bool] | None = None,
+        closed: Sequence[bool] | None = None,
     ) -> PipeNetwork:
         """The same network with this valve layer (links and nodes given by id)."""
         valves = Valves(
@@ -243,6 +252,7 @@ class PipeNetwork:
             _find(self._node_table, nodes, "valve node", InvalidInput),
             operable,
             accessible,
+            closed,
         )
         return replace(self, valves=valves)
 
