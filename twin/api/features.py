@@ -37,10 +37,11 @@ from twin.api.params import (
     supported_crs,
 )
 from twin.api.problems import problem_responses
+from twin.api.security import RestrictedLayerGuard, visible_layers
 from twin.model import Layer, now_utc
 from twin.store import QueryResult
 
-router = APIRouter(tags=["OGC API Features"])
+router = APIRouter(tags=["OGC API Features"], dependencies=[RestrictedLayerGuard])
 
 FEATURES_CONTENT = {200: {"content": {GEOJSON_MEDIA_TYPE: {}, ln.HTML: {}}, "description": "GeoJSON or HTML"}}
 
@@ -59,7 +60,10 @@ def collections(request: Request, store: StoreDep, fmt: JsonFirst) -> Response:
     supported = supported_crs(store)
     document = {
         "links": ln.self_links(request, fmt),
-        "collections": [collection_document(request, layer, store.crs, supported) for layer in store.list_layers()],
+        "collections": [
+            collection_document(request, layer, store.crs, supported)
+            for layer in visible_layers(request, store.list_layers())
+        ],
         "crs": [choice.uri for choice in supported],
     }
     return document_response(document, fmt, "Collections")

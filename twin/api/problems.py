@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twin.model import TwinError
+from twin.store.base import StoreUnavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("twin.api")
@@ -65,6 +66,13 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def _twin_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TwinError)
     return problem_response(exc.status, str(exc), instance=request.url.path)
+
+
+def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The store's server is down or unreachable: 503, and the next request tries again."""
+    logger.warning("store unavailable on %s: %s", request.url.path, exc)
+    detail = "the store cannot be reached right now; try again shortly"
+    return problem_response(503, detail, instance=request.url.path, headers={"Retry-After": "5"})
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -151,6 +159,7 @@ def _openapi_without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers; call before adding CORS so that CORS wraps the catch-all."""
     app.add_exception_handler(TwinError, _twin_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(UnexpectedErrorMiddleware)
