@@ -1,0 +1,115 @@
+"""The 3D viewer loading the demo district: first frame, all visible tiles, bytes transferred.
+
+A real `twin serve` over a fresh demo district (with its IFC building) and headless Chromium on
+SwiftShader, as in the viewer tests. Each page is opened in a fresh browser context (empty HTTP
+cache); the first run also warms the server's caches, so the viewer is timed cold and warm. The
+baseline, measured in the same run, is the minimal 3D Tiles preview page of the same root tileset
+(`/3dtiles/preview/twin`: CesiumJS and the tileset only, no terrain, imagery or feature layers).
+Targets: first frame under 3 s, all visible tiles under 10 s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench import report
+from ingestion.ifc import ingest_ifc
+from tests.test_map_page import CHROMIUM, CHROMIUM_ARGS, free_port
+from twin.model import parse_instant
+from twin.store import open_store
+
+TIMEOUT_MS = 300_000
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def _demo(folder: Path) -> Path:
+    data = folder / "twin-data"
+    subprocess.run(
+        [sys.executable, "-c", "from twin.cli import main; main()", "demo", "--no-serve", "--data", str(data)],
+        check=True,
+        capture_output=True,
+    )
+    entry = json.loads((data / "sources" / "manifest.json").read_text())["ifc"]
+    with open_store(data) as store:
+        ingest_ifc(
+            store, data / "sources" / entry["path"], layer_id=entry["id"], valid_from=parse_instant(entry["valid_from"])
+        )
+    return data
+
+
+def _serve(data: Path, port: int) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-c",
+        "from twin.cli import main; main()",
+        "serve",
+        "--data",
+        str(data),
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.terminate()
+    raise RuntimeError("the server did not start")
+
+
+def _open(browser, url: str, ready: str, first_frame: str | None) -> dict:
+    """Open `url` in a fresh context; seconds to first frame and to `ready`, and bytes received."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    finished: list = []
+    page.on("requestfinished", lambda request: finished.append(request))
+    start = time.perf_counter()
+    page.goto(url)
+    if first_frame:
+        page.wait_for_function(first_frame, timeout=TIMEOUT_MS, polling=100)
+    frame = time.perf_counter() - start
+    page.wait_for_function(ready, timeout=TIMEOUT_MS, polling=100)
+    loaded = time.perf_counter() - start
+    sizes = [request.sizes() for request in finished]
+    context.close()
+    received = sum(s["responseBodySize"] + s["responseHeadersSize"] for s in sizes)
+    return {"first_frame": frame, "loaded": loaded, "bytes": received, "requests": len(sizes)}
+
+
+def run() -> None:
+    report.heading("viewer: loading the demo district in headless Chromium (SwiftShader)")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as folder:
+        data = _demo(Path(folder))
+        port = free_port()
+        server = _serve(data, port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                viewer_ready = "window.twinViewer && twinViewer.tilesLoaded"
+                cold = _open(browser, f"{base}/viewer/", viewer_ready, "window.twinViewer && twinViewer.firstFrame")
+                warm = _open(browser, f"{base}/viewer/", viewer_ready, "window.twinViewer && twinViewer.firstFrame")
+                preview = _open(browser, f"{base}/3dtiles/preview/twin", "window.previewState.ready", None)
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    for name, figures in (("viewer, cold server", cold), ("viewer, warm server", warm)):
+        report.line(f"{name}: first frame", f"{figures['first_frame']:.2f} s (target < 3 s)")
+        report.line(f"{name}: all visible tiles", f"{figures['loaded']:.2f} s (target < 10 s)")
+        report.line(f"{name}: transferred", f"{figures['bytes'] / 1e6:.2f} MB in {figures['requests']} requests")
+    report.line("baseline preview page: tileset loaded", f"{preview['loaded']:.2f} s, {preview['bytes'] / 1e6:.2f} MB")
+    report.line("viewer (warm) / preview: load time", f"{warm['loaded'] / preview['loaded']:.1f}x")
+    report.line("viewer (warm) / preview: bytes", f"{warm['bytes'] / max(preview['bytes'], 1):.1f}x")
