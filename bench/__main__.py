@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import sys
 
-from bench import report, store_bench
+from bench import (
+    flood_bench,
+    load_bench,
+    network_bench,
+    report,
+    store_bench,
+    terrain_bench,
+    threed_bench,
+    tiles_bench,
+    viewer_bench,
+)
 
 BENCHMARKS = {"store": store_bench.run}
+BENCHMARKS["threed"] = threed_bench.run
+BENCHMARKS["terrain"] = terrain_bench.run
+BENCHMARKS["flood"] = flood_bench.run
+BENCHMARKS["network"] = network_bench.run
+BENCHMARKS["load"] = load_bench.run
+BENCHMARKS["viewer"] = viewer_bench.run
+BENCHMARKS["tiles"] = tiles_bench.run
 
 
 def main(names: list[str]) -> None:

@@ -62,6 +62,7 @@ def ingest_raster(
 ) -> WriteReport:
     """Convert to a COG (deflate, internal overviews), keep it as an asset, record the layer."""
     info = describe(path, source_crs)
+    store.data_dir.mkdir(parents=True, exist_ok=True)  # a PostGIS twin may not have made it yet
     with tempfile.TemporaryDirectory(dir=store.data_dir) as tmp:
         cog = Path(tmp) / "cog.tif"
         profile = cog_profiles.get("deflate")

@@ -7,7 +7,6 @@ twin.api.app:app_from_env` serves the twin at `$TWIN_DATA` (default `./twin-data
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -16,17 +15,35 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from twin.api import features, landing
+from twin.api import (
+    admin,
+    analysis,
+    analysis_geometry,
+    features,
+    ingest,
+    jobs,
+    landing,
+    ops,
+    pages,
+    raster,
+    styles,
+    terrain,
+    threed,
+    viewer,
+)
+from twin.api import tiles as vector_tiles
+from twin.api.ops import install_operations
 from twin.api.problems import install_problem_handlers
+from twin.api.service import install_service
 from twin.store import Store, default_data_dir, open_store
 
-ROUTERS = (landing.router, features.router)
-
-
-def cors_origins() -> list[str]:
-    """Allowed origins from `TWIN_CORS_ORIGINS` (comma-separated), default any: reads are open."""
-    text = os.environ.get("TWIN_CORS_ORIGINS", "*")
-    return [origin.strip() for origin in text.split(",") if origin.strip()] or ["*"]
+ROUTERS = (landing.router, features.router, raster.router, styles.router, pages.router, analysis_geometry.router)
+ROUTERS += (threed.router,)
+ROUTERS += (analysis.router,)
+ROUTERS += (ops.router, jobs.router, ingest.router, admin.router)
+ROUTERS += (terrain.router,)
+ROUTERS += (vector_tiles.router,)
+ROUTERS += (viewer.router,)
 
 
 def _version() -> str:
@@ -55,13 +72,17 @@ def create_app(store: Store | None = None, data_dir: Path | None = None) -> Fast
     )
     app.state.store = twin
     install_problem_handlers(app)  # before CORS, so CORS headers reach error responses too
+    vector_tiles.install_tile_cache(app)  # cached tiles answered inside access control and CORS
+    settings = install_service(app, twin)  # access control, time limits, jobs (inside CORS too)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=cors_origins(),
+        allow_origins=list(settings.cors_origins),
         allow_methods=["*"],
         allow_headers=["*"],
         expose_headers=["Content-Crs"],
     )
+    install_operations(app)  # outermost: request ids, metrics, access log
+    vector_tiles.install_tile_fast_lane(app)  # cached tiles for anonymous reads, before all of the above
     for router in ROUTERS:
         app.include_router(router)
     return app
@@ -69,4 +90,9 @@ def create_app(store: Store | None = None, data_dir: Path | None = None) -> Fast
 
 def app_from_env() -> FastAPI:
     """For `uvicorn --factory twin.api.app:app_from_env`: the twin at `$TWIN_DATA`."""
+    from twin.config import load_settings
+    from twin.logging import configure_logging
+
+    settings = load_settings(default_data_dir())
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(data_dir=default_data_dir())
