@@ -255,7 +255,7 @@ def write_ifc(path: Path, layout: Layout, terrain: Terrain, seed: int) -> dict:
     roof.PredefinedType = "FLAT_ROOF"
 
     # reproducible identities, relationship member order (the api builds them from sets) and header
-    for rel in model.by_type("IfcRelationship"):
+    for rel in [*model.by_type("IfcRelationship"), *model.by_type("IfcUnitAssignment")]:
         for i in range(len(rel)):
             value = rel[i]
             if isinstance(value, tuple) and value and all(isinstance(v, ifcopenshell.entity_instance) for v in value):
