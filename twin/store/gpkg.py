@@ -46,18 +46,11 @@ from twin.store.base import (
     Store,
     WriteMode,
     check_property_key,
-    chunks,
     layer_description,
     merged_bounds,
     typed_filter_value,
 )
-from twin.store.versioning import (
-    OpenVersion,
-    check_closable,
-    missing_from,
-    plan_write,
-    prepare_batch,
-)
+from twin.store.versioning import OpenVersion, check_closable, write_in_batches
 
 APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10300
@@ -425,33 +418,24 @@ class GeoPackageStore(Store):
             self._put_layer(con, layer)
             open_versions = self._open_versions(con, table)
             last_versions = self._last_versions(con, table)
-            seen: set[str] = set()
-            touched: list = []  # bounds of new versions and closed rows, for the change log
-            for chunk in chunks(features, BATCH):
-                batch = prepare_batch(chunk)
-                repeated = seen.intersection(batch.fids)
-                if repeated:
-                    raise InvalidInput(f"feature id {sorted(repeated)[0]!r} appears more than once in one write")
-                seen.update(batch.fids)
-                plan = plan_write(batch, open_versions, last_versions, start)
-                con.executemany(
-                    f'UPDATE "{table}" SET valid_to = ? WHERE fid = ?', [(start_text, row) for row in plan.closes]
-                )
-                self._insert_versions(con, table, batch, plan.inserts, start_text)
-                touched += [batch.bounds[[i for i, _ in plan.inserts]], self._rows_extent(con, table, plan.closes)]
-                report.inserted += len(plan.inserts) - plan.updated
-                report.updated += plan.updated
-                report.unchanged += plan.unchanged
-            if mode == WriteMode.replace:
-                gone = missing_from(seen, open_versions)
-                check_closable(gone, start)
-                con.executemany(
-                    f'UPDATE "{table}" SET valid_to = ? WHERE fid = ?', [(start_text, v.row_id) for v in gone]
-                )
-                touched.append(self._rows_extent(con, table, [v.row_id for v in gone]))
-                report.closed = len(gone)
+
+            def close(row_ids: list[Any]) -> Any:
+                con.executemany(f'UPDATE "{table}" SET valid_to = ? WHERE fid = ?', [(start_text, r) for r in row_ids])
+                return self._rows_extent(con, table, row_ids)
+
+            tally = write_in_batches(
+                features,
+                start,
+                report,
+                batch_size=BATCH,
+                lookup=lambda _fids: (open_versions, last_versions),
+                close=close,
+                insert=lambda batch, inserts: self._insert_versions(con, table, batch, inserts, start_text),
+                everything_open=open_versions if mode == WriteMode.replace else None,
+            )
             report.layer_version = self._refresh_layer_summary(con, table)
-            report.changed_bbox = self._log_change(con, table, report.layer_version, merged_bounds(*touched))
+            touched = merged_bounds(*tally.inserted_bounds, *tally.closed_bounds)
+            report.changed_bbox = self._log_change(con, table, report.layer_version, touched)
         return report
 
     def _insert_versions(

@@ -56,19 +56,11 @@ from twin.store.base import (
     TileQuery,
     WriteMode,
     check_property_key,
-    chunks,
     layer_description,
     merged_bounds,
     typed_filter_value,
 )
-from twin.store.versioning import (
-    OpenVersion,
-    PreparedBatch,
-    check_closable,
-    missing_from,
-    plan_write,
-    prepare_batch,
-)
+from twin.store.versioning import OpenVersion, PreparedBatch, check_closable, write_in_batches
 
 SCHEMA = "twin"
 BATCH = 10_000
@@ -599,42 +591,29 @@ class PostGISStore(Store):
                 or not con.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(layer_table(table))).fetchone()[0]
             )
             everything_open = self._open_versions(con, table) if replace else None
-            seen: set[str] = set()
-            inserted_bounds: list[np.ndarray] = []
-            closed_bounds: list = []  # boxes of the rows this write closes, for the change log
-            opened = closed = 0
-            for chunk in chunks(features, BATCH):
-                batch = prepare_batch(chunk)
-                repeated = seen.intersection(batch.fids)
-                if repeated:
-                    raise InvalidInput(f"feature id {sorted(repeated)[0]!r} appears more than once in one write")
-                seen.update(batch.fids)
-                open_versions, last_versions = self._lookup(con, table, batch.fids, was_empty, everything_open)
-                plan = plan_write(batch, open_versions, last_versions, start)
-                self._close_rows(con, table, plan.closes, start)
-                closed_bounds.append(self._rows_extent(con, table, plan.closes))
-                self._insert_rows(con, table, batch, plan.inserts, start)
-                inserted_bounds.append(batch.bounds[[i for i, _ in plan.inserts]])
-                opened += len(plan.inserts)
-                closed += len(plan.closes)
-                report.inserted += len(plan.inserts) - plan.updated
-                report.updated += plan.updated
-                report.unchanged += plan.unchanged
-            if replace:
-                gone = missing_from(seen, everything_open)
-                check_closable(gone, start)
-                self._close_rows(con, table, [v.row_id for v in gone], start)
-                closed_bounds.append(self._rows_extent(con, table, [v.row_id for v in gone]))
-                report.closed = len(gone)
-                closed += len(gone)
-            bounds = np.concatenate(inserted_bounds) if inserted_bounds else None
-            report.layer_version = self._record_change(con, table, start, opened, closed, bounds)
+
+            def close(row_ids: list[Any]) -> Any:
+                self._close_rows(con, table, row_ids, start)
+                return self._rows_extent(con, table, row_ids)
+
+            tally = write_in_batches(
+                features,
+                start,
+                report,
+                batch_size=BATCH,
+                lookup=lambda fids: self._lookup(con, table, fids, was_empty, everything_open),
+                close=close,
+                insert=lambda batch, inserts: self._insert_rows(con, table, batch, inserts, start),
+                everything_open=everything_open,
+            )
+            bounds = np.concatenate(tally.inserted_bounds) if tally.inserted_bounds else None
+            report.layer_version = self._record_change(con, table, start, tally.opened, tally.closed, bounds)
             report.changed_bbox = self._log_change(
-                con, table, report.layer_version, merged_bounds(bounds, *closed_bounds)
+                con, table, report.layer_version, merged_bounds(bounds, *tally.closed_bounds)
             )
             if new_table:
                 self._create_indexes(con, table)
-            if opened >= ANALYZE_AFTER:
+            if tally.opened >= ANALYZE_AFTER:
                 con.execute(sql.SQL("ANALYZE {}").format(layer_table(table)))
         return report
 

@@ -7,7 +7,7 @@ An edit closes the open version and opens the next; an identical feature is left
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 import shapely
 
 from twin.model import FeatureInput, InvalidInput
-from twin.store.base import properties_json
+from twin.store.base import WriteReport, chunks, properties_json
 
 
 @dataclass
@@ -108,3 +108,57 @@ def check_closable(versions: Sequence[OpenVersion], at: datetime) -> None:
             raise InvalidInput(
                 f"cannot close a version at {at.isoformat()}: it opened at {version.valid_from.isoformat()}"
             )
+
+
+@dataclass
+class WriteTally:
+    """What a batched write did, for the backend's layer summary and change log."""
+
+    opened: int = 0
+    closed: int = 0
+    inserted_bounds: list[np.ndarray] = field(default_factory=list)
+    closed_bounds: list[Any] = field(default_factory=list)
+
+
+def write_in_batches(
+    features: Iterable[FeatureInput],
+    valid_from: datetime,
+    report: WriteReport,
+    *,
+    batch_size: int,
+    lookup: Callable[[list[str]], tuple[dict[str, OpenVersion], dict[str, int]]],
+    close: Callable[[list[Any]], Any],
+    insert: Callable[[PreparedBatch, list[tuple[int, int]]], None],
+    everything_open: dict[str, OpenVersion] | None = None,
+) -> WriteTally:
+    """The write loop both backends run, so their versioning stays the same by construction.
+
+    `lookup` gives the open and last versions of a batch's ids, `close` ends rows and returns
+    their bounds, `insert` stores new versions. With `everything_open` (a `replace` write) the
+    open features the batches did not mention are closed too.
+    """
+    tally = WriteTally()
+    seen: set[str] = set()
+    for chunk in chunks(features, batch_size):
+        batch = prepare_batch(chunk)
+        repeated = seen.intersection(batch.fids)
+        if repeated:
+            raise InvalidInput(f"feature id {sorted(repeated)[0]!r} appears more than once in one write")
+        seen.update(batch.fids)
+        open_versions, last_versions = lookup(batch.fids)
+        plan = plan_write(batch, open_versions, last_versions, valid_from)
+        tally.closed_bounds.append(close(plan.closes))
+        insert(batch, plan.inserts)
+        tally.inserted_bounds.append(batch.bounds[[i for i, _ in plan.inserts]])
+        tally.opened += len(plan.inserts)
+        tally.closed += len(plan.closes)
+        report.inserted += len(plan.inserts) - plan.updated
+        report.updated += plan.updated
+        report.unchanged += plan.unchanged
+    if everything_open is not None:
+        gone = missing_from(seen, everything_open)
+        check_closable(gone, valid_from)
+        tally.closed_bounds.append(close([v.row_id for v in gone]))
+        report.closed = len(gone)
+        tally.closed += len(gone)
+    return tally
