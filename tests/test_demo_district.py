@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.demo_twin import shared_demo
 from twin.api.app import create_app
 from twin.store import open_store
 
@@ -20,15 +21,7 @@ PAST = "2020-01-01T00:00:00Z"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("demo") / "twin-data"
-    result = subprocess.run(
-        [sys.executable, "-c", "from twin.cli import main; main()", "demo", "--no-serve", "--data", str(data)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    return data
+    return shared_demo(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

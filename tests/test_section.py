@@ -18,6 +18,7 @@ import rasterio
 import shapely
 from shapely.geometry import LineString
 
+from tests.demo_twin import shared_demo
 from tests.pipe_network_fixtures import SECTION, X0, Y0, build
 from twin.analysis.dem_sample import Dem
 from twin.analysis.geometry_requests import node_path, run_clearance, run_cross_section, run_profile
@@ -149,15 +150,7 @@ def test_bad_profile_requests_are_refused(twin, request_, message):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("demo") / "twin-data"
-    result = subprocess.run(
-        [sys.executable, "-c", "from twin.cli import main; main()", "demo", "--no-serve", "--data", str(data)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    return data
+    return shared_demo(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
