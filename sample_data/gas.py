@@ -18,7 +18,7 @@ from .frame import CRS, rng
 from .layout import Layout
 from .pressure_net import Attachments, building_taps, end_fittings, lay, offset_graph, valve_flags
 from .terrain import Terrain
-from .water import Network, _street_pick, node_depths
+from .water import Network, _street_pick, class_diameters, major_nodes_mask, node_depths
 
 OFFSET = (-3.5, -3.5)
 OWNER = "Jinling Gas Co."
@@ -33,19 +33,9 @@ def build_gas(layout: Layout, terrain: Terrain, buildings: Buildings) -> Network
     length = roads.length
     major = roads.cls != "branch"
     ne = len(length)
-    diam = np.where(
-        roads.cls == "primary",
-        _street_pick(g, roads.street_id, np.array([315, 250])),
-        np.where(
-            roads.cls == "secondary",
-            _street_pick(g, roads.street_id, np.array([250, 200])),
-            _street_pick(g, roads.street_id, np.array([160, 110, 90]), np.array([0.3, 0.4, 0.3])),
-        ),
-    ).astype(np.int64)
+    diam = class_diameters(g, roads, [315, 250], [250, 200], [160, 110, 90])
     year = _street_pick(g, roads.street_id, np.arange(1988, 2022))
-    node_major = np.zeros(len(xy), bool)
-    node_major[roads.u[major]] = True
-    node_major[roads.v[major]] = True
+    node_major = major_nodes_mask(roads, major, len(xy))
 
     valves = end_fittings(g, roads, major, np.full(ne, 0.85), 5.0, "valve")
     # regulators 7 m into each branch road from a medium-pressure junction

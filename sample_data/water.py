@@ -17,7 +17,7 @@ import shapely
 
 from .buildings import Buildings
 from .frame import CRS, rng
-from .layout import Layout
+from .layout import Layout, RoadGraph
 from .pressure_net import (
     Attachments,
     Laid,
@@ -61,6 +61,29 @@ def _street_pick(
     return np.asarray(choices)[g.choice(len(choices), len(uniq), p=p)][inv]
 
 
+def class_diameters(
+    g: np.random.Generator, roads: RoadGraph, primary: list[int], secondary: list[int], branch: list[int]
+) -> np.ndarray:
+    """Pipe diameter (mm) per road edge by road class; mains keep one size along a street."""
+    return np.where(
+        roads.cls == "primary",
+        _street_pick(g, roads.street_id, np.array(primary)),
+        np.where(
+            roads.cls == "secondary",
+            _street_pick(g, roads.street_id, np.array(secondary)),
+            _street_pick(g, roads.street_id, np.array(branch), np.array([0.3, 0.4, 0.3])),
+        ),
+    ).astype(np.int64)
+
+
+def major_nodes_mask(roads: RoadGraph, major: np.ndarray, node_count: int) -> np.ndarray:
+    """Nodes touched by a main (non-branch) road edge."""
+    mask = np.zeros(node_count, bool)
+    mask[roads.u[major]] = True
+    mask[roads.v[major]] = True
+    return mask
+
+
 def node_depths(
     g: np.random.Generator,
     laid: Laid,
@@ -96,15 +119,7 @@ def build_water(layout: Layout, terrain: Terrain, buildings: Buildings) -> Netwo
     major = roads.cls != "branch"
     ne = len(length)
 
-    diam = np.where(
-        roads.cls == "primary",
-        _street_pick(g, roads.street_id, np.array([600, 500])),
-        np.where(
-            roads.cls == "secondary",
-            _street_pick(g, roads.street_id, np.array([400, 300])),
-            _street_pick(g, roads.street_id, np.array([200, 150, 100]), np.array([0.3, 0.4, 0.3])),
-        ),
-    ).astype(np.int64)
+    diam = class_diameters(g, roads, [600, 500], [400, 300], [200, 150, 100])
     year = _street_pick(g, roads.street_id, np.arange(1978, 2022))
     year = np.where(g.random(ne) < 0.2, g.integers(1985, 2023, ne), year)  # later renewals
     pick = g.random(ne)
@@ -114,9 +129,7 @@ def build_water(layout: Layout, terrain: Terrain, buildings: Buildings) -> Netwo
     mid_valves = Attachments.inline(long_main, length[long_main] / 2.0 + 3.0, "valve")
     # DMA inlet meters where a distribution pipe leaves a main
     deg = roads.degree()
-    node_major = np.zeros(len(xy), bool)
-    node_major[roads.u[major]] = True
-    node_major[roads.v[major]] = True
+    node_major = major_nodes_mask(roads, major, len(xy))
     dma = np.nonzero(~major & node_major[roads.u] & (length > 40.0) & (g.random(ne) < 0.25))[0]
     meters = Attachments.inline(dma, np.full(len(dma), 9.0), "meter")
     # hydrants every ~120 m on a short lateral towards the kerb
