@@ -3,7 +3,9 @@
 A mix of vector tiles, feature pages and burst analyses at 64 connections for 60 s, against the
 same server's `/health` (no store, no work) as the baseline. Prints throughput, latency
 percentiles, the error count (non-2xx/3xx answers and socket errors) and the resident memory of
-the server's processes before and after the run (target: zero errors, no growth).
+the server's processes, sampled through the run after a warm-up with the same mix, with its
+least-squares trend (target: zero errors, no growth: a leak shows as a steady positive trend,
+while caches filling show during the warm-up).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -28,6 +31,8 @@ CONNECTIONS = 64
 THREADS = 2
 DURATION_S = 60
 BASELINE_S = 10
+WARMUP_S = 30  # the mix runs this long first, so caches, pools and allocator arenas reach their size
+SAMPLE_S = 5.0  # resident memory is sampled this often during the measured run
 TIMEOUT_S = 30  # a request slower than this counts as an error (wrk's default is 2 s)
 LUA = """
 local paths = {PATHS}
@@ -78,6 +83,41 @@ def _tree_rss_mb(pid: int) -> float:
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
         total += int(match.group(1)) / 1024 if match else 0
     return total
+
+
+class _MemorySampler:
+    """Samples the server's resident memory in the background while a run lasts."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        start = time.monotonic()
+        while True:
+            self.samples.append((time.monotonic() - start, _tree_rss_mb(self.pid)))
+            if self._stop.wait(SAMPLE_S):
+                return
+
+    def __enter__(self) -> _MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _trend_mb_per_min(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of resident memory over the run: near zero when memory does not grow."""
+    seconds = [t for t, _ in samples]
+    megabytes = [m for _, m in samples]
+    mean_t, mean_m = sum(seconds) / len(seconds), sum(megabytes) / len(megabytes)
+    spread = sum((t - mean_t) ** 2 for t in seconds)
+    slope = sum((t - mean_t) * (m - mean_m) for t, m in zip(seconds, megabytes, strict=True)) / spread
+    return slope * 60
 
 
 def _wrk(base: str, paths: list[str], bodies: list[str], seconds: int, script_dir: Path) -> dict[str, float]:
@@ -176,9 +216,10 @@ def run() -> None:
             with urllib.request.urlopen(request, timeout=120) as answer:
                 assert answer.status < 300, (path, answer.status)
         baseline = _wrk(base, ["/health"], [""], BASELINE_S, work)
-        rss_start = _tree_rss_mb(server.pid)
-        mixed = _wrk(base, paths, bodies, DURATION_S, work)
-        rss_end = _tree_rss_mb(server.pid)
+        rss_cold = _tree_rss_mb(server.pid)
+        _wrk(base, paths, bodies, WARMUP_S, work)
+        with _MemorySampler(server.pid) as memory:
+            mixed = _wrk(base, paths, bodies, DURATION_S, work)
         kinds = sorted({p.split("/")[1] for p in paths})
         report.line(f"baseline /health ({BASELINE_S} s, {CONNECTIONS} connections)", f"{baseline['rps']:.0f} req/s")
         report.line(f"mix of {len(paths)} requests: {', '.join(kinds)} ({DURATION_S} s)", f"{mixed['rps']:.0f} req/s")
@@ -190,8 +231,14 @@ def run() -> None:
             "errors, target 0: non-2xx/3xx + socket errors",
             f"{mixed['errors']:.0f} ({mixed['non_2xx']:.0f} + {mixed['socket_errors']:.0f})",
         )
-        growth = (rss_end - rss_start) / rss_start * 100
-        report.line("server RSS (all processes) start -> end", f"{rss_start:.0f} -> {rss_end:.0f} MB ({growth:+.1f}%)")
+        rss = [m for _, m in memory.samples]
+        growth = (rss[-1] - rss[0]) / rss[0] * 100
+        report.line(f"server RSS before the {WARMUP_S} s warm-up", f"{rss_cold:.0f} MB")
+        report.line(
+            f"server RSS over the measured run (every {SAMPLE_S:.0f} s)",
+            f"{rss[0]:.0f} -> {rss[-1]:.0f} MB ({growth:+.1f}%), min {min(rss):.0f}, max {max(rss):.0f}",
+        )
+        report.line("server RSS trend (least squares), target ~0", f"{_trend_mb_per_min(memory.samples):+.2f} MB/min")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

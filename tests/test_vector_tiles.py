@@ -219,6 +219,24 @@ def test_geometry_round_trip_within_half_a_pixel(client, store, demo):
     assert checked >= 3
 
 
+def test_list_and_object_properties_are_left_out_and_the_rest_kept(tmp_path):
+    store = init_store(tmp_path / "data", "EPSG:4549")
+    x0, y0 = 386_000.0, 3_547_000.0
+    features = [
+        FeatureInput("a", box(x0, y0, x0 + 10, y0 + 10), {"ids": ["s1", "s2"], "depth": 0.3, "name": "A"}),
+        FeatureInput("b", box(x0 + 20, y0, x0 + 30, y0 + 10), {"ids": {"k": 1}, "depth": 0.5, "name": "B"}),
+    ]
+    store.write_features(Layer("sections"), features)
+    x, y = tile_of(x0 + 15, y0 + 5, 17)
+    data = gzip.decompress(TileService(store, check_interval=0).tile("sections", 17, x, y).data)
+    decoded = mapbox_vector_tile.decode(data)["sections"]["features"]
+    assert {f["properties"]["fid"]: f["properties"] for f in decoded} == {
+        "a": {"fid": "a", "depth": 0.3, "name": "A"},
+        "b": {"fid": "b", "depth": 0.5, "name": "B"},
+    }
+    store.close()
+
+
 def test_rings_wind_as_the_spec_says_with_holes(tmp_path):
     """Exterior rings have positive surveyor's area in tile coordinates (clockwise on screen with y
     down), holes negative; checked on the raw command stream."""

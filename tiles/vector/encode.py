@@ -203,6 +203,15 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload
 
 
+def _distinct(column: Sequence[Any]) -> dict[Any, None] | None:
+    """A column's distinct values in order of first appearance; None when some are lists or
+    objects (unhashable: MVT cannot hold them, and they are left out value by value)."""
+    try:
+        return dict.fromkeys(column)
+    except TypeError:
+        return None
+
+
 def attribute_table(properties: Sequence[dict[str, Any]], fid: Sequence[str] | None = None) -> AttributeTable:
     """Factorise properties into keys, values and tags; `fid`, when given, is one more column
     (it replaces a property of that name).
@@ -227,9 +236,9 @@ def attribute_table(properties: Sequence[dict[str, Any]], fid: Sequence[str] | N
             columns = [columns[j] for j in kept] + [[fid[i] for i in members]]
         key_index = np.array([keys.setdefault(k, len(keys)) for k in names], dtype=np.int64)
         index = np.empty((len(members), len(names)), dtype=np.int64)
-        distinct = [dict.fromkeys(column) for column in columns]
-        for j in sorted(range(len(columns)), key=lambda j: len(distinct[j])):
-            found = values.indices(columns[j], distinct[j])
+        distinct = [_distinct(column) for column in columns]
+        for j in sorted(range(len(columns)), key=lambda j: len(distinct[j]) if distinct[j] is not None else n):
+            found = values.indices(columns[j], distinct[j]) if distinct[j] is not None else None
             index[:, j] = found if found is not None else [values.index(v) for v in columns[j]]
         present = index >= 0
         rows[members] = present.sum(axis=1)
