@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tiles.vector.tms import BUFFER, EXTENT, MAX_ZOOM, mercator_bounds, tile_range, tile_size
 from twin.model import BBox
+from twin.per_thread import PerThread
 from twin.store import Store
 from twin.store.base import LayerChange
 
@@ -47,21 +47,18 @@ class TileCache:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = PerThread(self._connect, sqlite3.Connection.close)
         self.con.executescript(SCHEMA)
 
     @property
     def con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            self._local.con = con
-            with self._lock:
-                self._connections.append(con)
+        """This thread's connection."""
+        return self._connections.get()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
         return con
 
     @contextmanager
@@ -76,11 +73,7 @@ class TileCache:
         con.execute("COMMIT")
 
     def close(self) -> None:
-        with self._lock:
-            for con in self._connections:
-                con.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close_all()
 
     # ----- tiles ------------------------------------------------------------------------------
     def get(self, key: str, z: int, x: int, y: int, variant: str) -> CachedTile | None:

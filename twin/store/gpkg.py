@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -37,6 +36,7 @@ from twin.model import (
     parse_instant,
     utc,
 )
+from twin.per_thread import PerThread
 from twin.store import gpkg_geometry
 from twin.store.base import (
     WHOLE_LAYER,
@@ -189,9 +189,7 @@ class GeoPackageStore(Store):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / "twin.gpkg"
         self.assets = AssetStore(self.data_dir / "assets")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = PerThread(self._connect, sqlite3.Connection.close)
         if crs is None and not self.path.exists():
             raise NotFound(f"no twin at {self.data_dir}: run 'twin init {self.data_dir} --crs EPSG:xxxx' first")
         self._check_file()
@@ -214,21 +212,20 @@ class GeoPackageStore(Store):
 
     @property
     def con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            try:
-                con.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.DatabaseError as exc:
-                con.close()
-                raise InvalidInput(f"{self.path} is not a valid GeoPackage: {exc}") from exc
-            con.execute("PRAGMA synchronous=NORMAL")
-            for name, func in gpkg_geometry.SQL_FUNCTIONS.items():
-                con.create_function(name, 1, func, deterministic=True)
-            self._local.con = con
-            with self._lock:
-                self._connections.append(con)
+        """This thread's connection."""
+        return self._connections.get()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise InvalidInput(f"{self.path} is not a valid GeoPackage: {exc}") from exc
+        con.execute("PRAGMA synchronous=NORMAL")
+        for name, func in gpkg_geometry.SQL_FUNCTIONS.items():
+            con.create_function(name, 1, func, deterministic=True)
         return con
 
     @contextmanager
@@ -287,11 +284,7 @@ class GeoPackageStore(Store):
         self.con.execute("SELECT count(*) FROM twin_meta").fetchone()
 
     def close(self) -> None:
-        with self._lock:
-            for con in self._connections:
-                con.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close_all()
 
     # ----- layers -------------------------------------------------------------------------
     def _layer_from_row(self, row: tuple) -> Layer:

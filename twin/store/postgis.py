@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -46,6 +45,7 @@ from twin.model import (
     now_utc,
     utc,
 )
+from twin.per_thread import PerThread
 from twin.store.base import (
     WHOLE_LAYER,
     FeatureArrays,
@@ -226,9 +226,7 @@ class PostGISStore(Store):
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         params.setdefault("application_name", "cim-twin")
         self._conninfo = make_conninfo(**params)
-        self._local = threading.local()
-        self._connections: list[psycopg.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = PerThread(self._connect, psycopg.Connection.close)
         try:
             if crs is not None:
                 self._initialise(crs)
@@ -244,29 +242,27 @@ class PostGISStore(Store):
     # ----- connections ----------------------------------------------------------------
     def _connection(self) -> psycopg.Connection:
         """This thread's connection, opened on first use or after the old one broke."""
-        con = getattr(self._local, "con", None)
+        con = self._connections.current()
         if con is not None and not con.closed and not con.broken:
             return con
         if con is not None:
-            self._discard(con)
+            self._connections.discard()
+        return self._connections.get()
+
+    def _connect(self) -> psycopg.Connection:
         try:
             con = psycopg.connect(self._conninfo, autocommit=True)
             # Times then come back in UTC with datetime.UTC, as the model wants, at no cost per row.
             con.execute("SET TimeZone TO 'UTC'")
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostGIS store ({self.location}) is unreachable: {exc}".strip()) from exc
-        self._local.con = con
-        with self._lock:
-            self._connections.append(con)
         return con
 
     def _discard(self, con: psycopg.Connection) -> None:
-        with self._lock:
-            if con in self._connections:
-                self._connections.remove(con)
-        if getattr(self._local, "con", None) is con:
-            self._local.con = None
-        con.close()
+        if self._connections.current() is con:
+            self._connections.discard()
+        else:
+            con.close()
 
     def _lost(self, con: psycopg.Connection) -> bool:
         """Whether an OperationalError left the connection dead (then it is dropped), as opposed to
@@ -407,11 +403,7 @@ class PostGISStore(Store):
         self._fetchall("SELECT count(*) FROM twin.twin_meta")
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for con in connections:
-            con.close()
-        self._local = threading.local()
+        self._connections.close_all()
 
     # ----- layers -------------------------------------------------------------------------
     @staticmethod
