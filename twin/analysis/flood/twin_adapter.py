@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.windows
 import shapely
 
 from twin.analysis.flood.drainage import PipeNetwork
@@ -29,14 +30,37 @@ LINES = ("LineString", "MultiLineString")
 POLYGONS = ("Polygon", "MultiPolygon")
 
 
-def read_dem(store: Store, layer_id: str = "dem") -> tuple[np.ndarray, Any, float | None, str]:
-    """The DEM band, its transform, nodata and CRS from the layer's COG asset."""
+def read_dem(
+    store: Store, layer_id: str = "dem", bbox: BBox | None = None
+) -> tuple[np.ndarray, Any, float | None, str]:
+    """The DEM band, its transform, nodata and CRS from the layer's COG asset; with `bbox`
+    (project CRS) only the whole cells that cover it."""
+    with rasterio.open(dem_path(store, layer_id)) as src:
+        crs = src.crs.to_string() if src.crs else store.crs
+        if bbox is None:
+            return src.read(1), src.transform, src.nodata, crs
+        window = dem_window(src.transform, src.height, src.width, bbox)
+        return src.read(1, window=window), src.window_transform(window), src.nodata, crs
+
+
+def dem_path(store: Store, layer_id: str = "dem") -> Path:
+    """The local path of a DEM layer's COG; NotFound for an unknown layer."""
     layer = store.get_layer(layer_id)
     raster = (layer.metadata or {}).get("raster")
     if not raster or "asset" not in raster:
         raise InvalidInput(f"layer {layer_id!r} is not a raster layer with a COG asset")
-    with rasterio.open(store.assets.open_path(raster["asset"])) as src:
-        return src.read(1), src.transform, src.nodata, src.crs.to_string() if src.crs else store.crs
+    return Path(store.assets.open_path(raster["asset"]))
+
+
+def dem_window(transform: Any, height: int, width: int, bbox: BBox) -> rasterio.windows.Window:
+    """The DEM cells that cover `bbox`, cut to the DEM; InvalidInput when fewer than 2 × 2 remain."""
+    cols = np.floor((np.array([bbox.minx, bbox.maxx]) - transform.c) / transform.a)
+    rows = np.floor((np.array([bbox.maxy, bbox.miny]) - transform.f) / transform.e)
+    col0, col1 = int(max(cols[0], 0)), int(min(cols[1] + 1, width))
+    row0, row1 = int(max(rows[0], 0)), int(min(rows[1] + 1, height))
+    if col1 - col0 < 2 or row1 - row0 < 2:
+        raise InvalidInput(f"the bbox {list(bbox.as_tuple())} does not overlap the DEM (at least 2 × 2 cells)")
+    return rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def _layers(store: Store, kinds: tuple[LayerKind, ...], geometry: tuple[str, ...]) -> list[Layer]:
@@ -171,9 +195,13 @@ def run_on_twin(
     write: bool = True,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    bbox: BBox | None = None,
+    on_result: Callable[[FloodResult], None] | None = None,
 ) -> dict[str, Any]:
-    """Run a flood on the twin's DEM and, with `write`, store the max-depth raster and sections."""
-    dem, transform, nodata, crs = read_dem(store, dem_layer)
+    """Run a flood on the twin's DEM (or the part of it under `bbox`) and, with `write`, store
+    the max-depth raster and sections. `on_result` sees the whole result (depth frames
+    included) before anything is stored, so a caller can keep more of it."""
+    dem, transform, nodata, crs = read_dem(store, dem_layer, bbox)
     bounds = _footprint(dem, transform)
     roads_id = roads_layer or pick_roads_layer(store, bounds)
     inlet_xy, inlet_ids, capacity = (
@@ -192,6 +220,8 @@ def run_on_twin(
         probes=[(sid, x, y) for sid, x, y, _ in sensors] + list(probes or []),
     )
     result = run_flood(dem, transform, params, inputs, nodata=nodata, crs=crs, progress=progress, cancel=cancel)
+    if on_result is not None:
+        on_result(result)
     summary = result.summary()
     summary["inputs"] = {
         "dem_layer": dem_layer,
@@ -249,6 +279,15 @@ def _link_sensors(sections: list[dict[str, Any]], sensors: list[tuple[str, float
         section["sensors"] = near
 
 
+def section_properties(section: dict[str, Any]) -> dict[str, Any]:
+    """A section's attributes as plain values (vector tiles carry no lists): the deepest point as
+    x and y, the gauges on it as a comma-separated list of ids."""
+    out = {k: v for k, v in section.items() if k not in ("geometry", "id", "deepest_point", "sensors")}
+    x, y = section["deepest_point"]
+    gauges = ",".join(str(g["sensor_id"]) for g in section.get("sensors", []))
+    return out | {"section_id": section["id"], "deepest_x": x, "deepest_y": y, "sensor_ids": gauges}
+
+
 def write_results(store: Store, result: FloodResult, summary: dict[str, Any], result_id: str) -> dict[str, str]:
     """The max-depth COG as an asset and raster layer, and the road sections as a vector layer."""
     raster_id, sections_id = f"{result_id}_max_depth", f"{result_id}_road_sections"
@@ -271,11 +310,7 @@ def write_results(store: Store, result: FloodResult, summary: dict[str, Any], re
         "units": "m",
     }
     sections = [
-        FeatureInput(
-            s["id"],
-            shapely.geometry.shape(s["geometry"]),
-            {k: v for k, v in s.items() if k not in ("geometry", "id")} | {"section_id": s["id"]},
-        )
+        FeatureInput(s["id"], shapely.geometry.shape(s["geometry"]), section_properties(s))
         for s in summary["road_sections"]
     ]
     store.write_features(
