@@ -20,6 +20,7 @@ from twin.api.app import create_app
 from twin.auth import KeyStore
 
 MAX_EXAMPLES = 3  # per operation and mode: ~60 operations stay within about a minute here
+ENDLESS = {"/alerts/stream"}  # server-sent events: an answer never ends (tests/test_sensors_api.py reads it)
 CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance)
 
 
@@ -51,6 +52,7 @@ def test_api_conforms_to_its_openapi_document(api_schema):
     headers = dict(api_schema.config.headers)
     failures: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
+    operations = [op for op in operations if op.path not in ENDLESS]
     assert len(operations) >= 40
     for operation in operations:
         for mode in modes(operation):
