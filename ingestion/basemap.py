@@ -1,4 +1,8 @@
-"""Vector basemaps (1:500 / 1:2000 / 1:10000 sheets): one file layer into one twin layer."""
+"""Vector basemaps (1:500 / 1:2000 / 1:10000 sheets): one file layer into one twin layer.
+
+A polygon layer with a `height` or `floors` field is a layer of building footprints: it gets an
+`extrude` entry in its metadata, so it is also served as LOD1 3D Tiles (`tiles.threed.buildings`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,15 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+import shapely
+
 from ingestion.vector import list_layers, read_vector
 from twin.model import InvalidInput, Layer, LayerKind, Scenario, WriteReport, check_layer_id
 from twin.store import Store, WriteMode
+
+EXTRUDE_FIELDS = ("height", "floors")
+POLYGONAL = (3, 6)  # shapely type ids of Polygon and MultiPolygon
 
 
 def layer_id_for(path: Path, source_layer: str | None, layer_id: str | None) -> str:
@@ -56,7 +66,7 @@ def ingest_basemap(
         source_crs=source.source_crs,
         geometry_type=source.geometry_type,
         schema=source.schema,
-        metadata=metadata or {},
+        metadata={**footprint_metadata(kind, source.schema, source.features), **(metadata or {})},
     )
     if not source.features:
         raise InvalidInput(f"{path}: layer {source.source_layer!r} has no features")
@@ -65,6 +75,14 @@ def ingest_basemap(
         features = _counting(features, progress)
     mode = WriteMode.replace if replace else WriteMode.upsert
     return store.write_features(layer, features, valid_from=valid_from, mode=mode)
+
+
+def footprint_metadata(kind: LayerKind | str, schema: dict[str, str], features) -> dict:
+    """`{"extrude": {}}` (default settings) for vector polygons with a height or floor count, else `{}`."""
+    if kind not in (LayerKind.vector, LayerKind.vector.value) or not any(name in schema for name in EXTRUDE_FIELDS):
+        return {}
+    types = shapely.get_type_id([f.geometry for f in features if f.geometry is not None])
+    return {"extrude": {}} if len(types) and bool(np.isin(types, POLYGONAL).all()) else {}
 
 
 def _counting(items, progress: Callable[[int], None], step: int = 1000):
