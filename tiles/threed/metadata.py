@@ -3,7 +3,8 @@
 A tile's features are rows 0..n-1; the glb's `_FEATURE_ID_0` attribute points into those rows,
 so a client that picks a triangle reads the feature's GlobalId, class or pipe diameter without a
 request. Each column is one binary buffer view (strings: UTF-8 bytes plus UINT32 offsets,
-booleans: a bitstream), aligned to 8 bytes as the extension asks.
+booleans: a bitstream), aligned to 8 bytes as the extension asks. A string column empty in
+every row of a tile is left out of that tile's table (its schema property is optional).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class PropertyTable:
             table["name"] = self.name
         for column in self.columns:
             values = [row.get(column.name) for row in self.rows]
+            if column.type == STRING and all(v is None or v == "" for v in values):
+                continue  # nothing to store, and a zero-length buffer view is invalid glTF
             table["properties"][column.name] = _encode_column(column, values, add_view)
         return table
 
