@@ -41,8 +41,9 @@ import numpy as np
 import shapely
 
 from ingestion.ifc_georef import Georeference, find_georeference
+from ingestion.layers import prefixed_layer_id
 from twin import crs as crs_mod
-from twin.model import FeatureInput, InvalidInput, Layer, LayerKind, NotFound, Scenario, WriteReport, check_layer_id
+from twin.model import FeatureInput, InvalidInput, Layer, LayerKind, NotFound, Scenario, WriteReport
 from twin.store import Store, WriteMode
 
 SUPPORTED_SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3_ADD2")
@@ -301,10 +302,7 @@ def _place_batch(
 
 
 def layer_id_for(path: Path, layer_id: str | None) -> str:
-    if layer_id:
-        return check_layer_id(layer_id)
-    stem = "".join(c if c.isalnum() else "_" for c in Path(path).stem.lower()).strip("_")
-    return check_layer_id(("bim_" + stem)[:63] if stem else "bim")
+    return prefixed_layer_id(Path(path).stem, "bim", layer_id)
 
 
 def ingest_ifc(
