@@ -6,7 +6,7 @@ DATA ?= twin-data
 PORT ?= 8000
 export TWIN_TESTDATA ?= $(abspath ../shared/testdata)
 
-.PHONY: install demo demo-data serve test bench lint clean
+.PHONY: install demo demo-data serve test bench lint clean osgconv
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -19,12 +19,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-demo: install  ## build the demo district (first time) and serve it on http://localhost:$(PORT)
+demo: install osgconv  ## build the demo district (first time) and serve it on http://localhost:$(PORT)
 	@if [ -f $(DATA)/twin.gpkg ]; then $(BIN)/twin serve --data $(DATA) --port $(PORT); \
 	else $(BIN)/twin demo --data $(DATA) --port $(PORT); fi
 
-demo-data: install  ## build the demo district and exit
+demo-data: install osgconv  ## build the demo district and exit
 	@[ -f $(DATA)/twin.gpkg ] || $(BIN)/twin demo --data $(DATA) --no-serve
+
+osgconv:  ## OpenSceneGraph's osgconv reads the OSGB reality mesh (Debian package openscenegraph)
+	@command -v osgconv >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends openscenegraph >/dev/null; } \
+	|| { echo "OSGB reality meshes need OpenSceneGraph: sudo apt-get install openscenegraph" >&2; exit 1; }
 
 serve: install
 	$(BIN)/twin serve --data $(DATA) --port $(PORT)

@@ -28,6 +28,7 @@ def _editions(entry: dict[str, Any]) -> list[dict[str, Any]]:
 def steps(manifest: dict[str, Any]) -> int:
     layers = sum(len(_editions(e)) for e in manifest.get("layers", []))
     extras = sum(1 for key in ("observations", "ifc") if manifest.get(key))
+    extras += 1 if manifest.get("reality_mesh", {}).get("osgb") else 0
     return layers + len(manifest.get("rasters", [])) + extras
 
 
@@ -48,7 +49,7 @@ def load_manifest(
             on_step(name, total)
 
     for entry in manifest["layers"]:
-        metadata = {key: entry[key] for key in NETWORK_KEYS if key in entry}
+        metadata = {key: entry[key] for key in (*NETWORK_KEYS, "extrude") if key in entry}
         for edition in _editions(entry):
             reports.append(
                 ingest_basemap(
@@ -96,6 +97,14 @@ def load_manifest(
             )
         )
         done(ifc["id"])
+    osgb = manifest.get("reality_mesh", {}).get("osgb")
+    if osgb:
+        from ingestion.oblique import ingest_oblique  # needs OpenSceneGraph's osgconv
+
+        mesh = manifest["reality_mesh"]
+        report, _ = ingest_oblique(store, Path(root) / osgb["path"], layer_id=mesh["id"], title=mesh.get("title"))
+        reports.append(report)
+        done(mesh["id"])
     observations = manifest.get("observations")
     if observations:
         store.add_observations(read_observations_csv(Path(root) / observations["path"]))

@@ -134,6 +134,9 @@ def generate(
                         },
                         {"path": path, "layer": "buildings", "valid_from": VALID_CURRENT, "valid_to": None},
                     ]
+                if name == "buildings" and band != "500":
+                    # 3D: each band draws only where no more detailed band has buildings
+                    extra["extrude"] = {"skip_within": list(frame.core_bbox if band == "2000" else frame.bbox)}
                 layers.append(
                     layer_entry(
                         f"{name}_{band}",
@@ -369,6 +372,10 @@ def generate(
             "srs": CRS,
             **info,
         }
+        from .oblique import write_osgb_tree  # the same mesh as ContextCapture's OSGB tree
+
+        osgb = write_osgb_tree(out / "reality_mesh", out / "reality_mesh_osgb", info["tiles"])
+        manifest["reality_mesh"]["osgb"] = osgb
         lap("mesh")
 
     if "sensors" in chosen:

@@ -202,3 +202,28 @@ def test_cesium_samples_pass_the_same_checks():
         contents += list(report.contents.values())
     assert contents
     assert all(r["numErrors"] == 0 for r in validate_glbs(contents[:6]))
+
+
+def test_a_build_key_changes_with_the_layers_the_build_reads():
+    """Pipes take ground levels from their nodes layer and everything stands on the terrain: an
+    edit to either must give a new build, an edit to an unrelated layer must not."""
+    from datetime import UTC, datetime
+
+    from tiles.threed.build import build_key, dependencies
+    from twin.model import Feature, Layer
+
+    pipes = Layer("water_pipes", kind="pipe_network", metadata={"nodes_layer": "water_nodes"})
+    others = [Layer("water_nodes", kind="pipe_network"), Layer("dem", kind="terrain"), Layer("roads_500")]
+    features = [Feature("water_pipes", "P1", 1, datetime(2021, 6, 1, tzinfo=UTC), None, None, {})]
+
+    def key(**versions: int) -> str:
+        for other in others:
+            other.version = versions.get(other.id, 1)
+        layers = {layer.id: layer for layer in [pipes, *others]}
+        return build_key(pipes, features, dependencies(pipes, layers))
+
+    first = key()
+    assert key(water_nodes=2) != first and key(dem=2) != first
+    assert key(roads_500=7) == first
+    pipes.metadata["extrude"] = {"storey_height_m": 3.5}
+    assert key() != first

@@ -37,6 +37,9 @@ INGEST_KINDS = ("basemap", "raster", "observations", "ifc")
 INGEST_KINDS += ("pipes", "epanet", "swmm")
 INGEST_KINDS += ("dxf",)
 LATER_KINDS = ("oblique", "mesh", "pointcloud", "citygml")
+INGEST_KINDS += ("oblique", "mesh")
+INGEST_KINDS += ("pointcloud", "tileset", "citymodel", "citygml")
+LATER_KINDS = tuple(k for k in LATER_KINDS if k not in INGEST_KINDS)
 
 
 def data_dir(value: Path | None) -> Path:
@@ -95,10 +98,11 @@ def ingest(
         Path | None, typer.Option(help="pipes: field-mapping JSON for another schema; dxf: layer-code mapping")
     ] = None,
     valves: Annotated[Path | None, typer.Option(help="epanet: valve layer CSV (link,node pairs, as WNTR's)")] = None,
-    origin: Annotated[str | None, typer.Option(help="epanet/swmm: place a schematic drawing at X,Y[,SCALE]")] = None,
+    origin: Annotated[str | None, typer.Option(help="epanet/swmm: schematic X,Y[,SCALE]; oblique/mesh: X,Y,Z")] = None,
     pipe_class: Annotated[str | None, typer.Option("--class", help="pipes/swmm: CJJ 61 class (JS, YS, ...)")] = None,
     tolerance: Annotated[float, typer.Option(help="pipes/epanet/swmm: snapping tolerance, metres")] = 0.05,
     max_length: Annotated[float, typer.Option(help="pipes/epanet/swmm: longest plausible pipe, metres")] = 500.0,
+    texture: Annotated[str, typer.Option("--texture", help="oblique/mesh: texture format, jpeg or webp")] = "jpeg",
     data: DataOption = None,
 ) -> None:
     """Ingest a source file into the twin (atomic: on any error nothing changes)."""
@@ -164,6 +168,38 @@ def ingest(
                 scenario=scenario,
                 valid_from=start,
                 replace=not append,
+            )
+        elif kind in ("oblique", "mesh"):
+            from ingestion.mesh import ingest_mesh
+            from ingestion.oblique import ingest_oblique
+
+            reader = ingest_oblique if kind == "oblique" else ingest_mesh
+            with progress_bar() as bar:
+                task = bar.add_task(f"ingest {path.name}", total=None)
+                report, summary = reader(
+                    store,
+                    path,
+                    layer_id=layer,
+                    crs=crs,
+                    origin=origin,
+                    scenario=scenario,
+                    valid_from=start,
+                    title=title,
+                    texture_format=texture,
+                    progress=lambda n: bar.advance(task, n),
+                )
+            typer.echo(_json({**report.as_dict(), "mesh": summary}))
+            return
+        elif kind in ("pointcloud", "tileset", "citymodel", "citygml"):
+            from ingestion.citymodel import ingest_citymodel
+            from ingestion.ifc_georef import parse_position
+            from ingestion.pointcloud import ingest_pointcloud
+            from ingestion.tileset import ingest_tileset
+
+            reader = {"pointcloud": ingest_pointcloud, "tileset": ingest_tileset}.get(kind, ingest_citymodel)
+            placed = {"at": parse_position(at)} if kind == "tileset" else {}
+            report = reader(
+                store, path, layer_id=layer, source_crs=crs, scenario=scenario, valid_from=start, title=title, **placed
             )
         elif kind == "dxf":
             from ingestion.dxf import ingest_dxf

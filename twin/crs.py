@@ -273,3 +273,102 @@ def geodetic_to_ecef(lon, lat, height) -> np.ndarray:
         [(n + h) * cos_phi * np.cos(lam), (n + h) * cos_phi * np.sin(lam), (n * (1.0 - WGS84_E2) + h) * sin_phi],
         axis=-1,
     )
+
+
+def projected_to_enu(
+    source: str, points, origin: tuple[float, float, float], datum: VerticalDatum | None = None
+) -> np.ndarray:
+    """Points of a projected CRS (x, y, orthometric z) as east-north-up metres around `origin`
+    (lon, lat, ellipsoidal height): how a reality mesh delivered in Gauss-Kruger metres is placed."""
+    if not parse_crs(source).is_projected:
+        raise InvalidInput(f"{crs_code(source)} is not a projected CRS; reality meshes need metres")
+    xyz = np.asarray(points, dtype=float).reshape(-1, 3)
+    lon, lat = transform_points(source, CRS84, xyz[:, 0], xyz[:, 1])
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise InvalidInput(f"coordinates fall outside the area of {crs_code(source)}")
+    height = (datum or VerticalDatum()).to_ellipsoidal(lon, lat, xyz[:, 2])
+    return geodetic_to_enu(lon, lat, height, origin)
+
+
+def projected_to_geodetic(
+    source: str, x: float, y: float, z: float, datum: VerticalDatum | None = None
+) -> tuple[float, float, float]:
+    """One projected point (orthometric z) as lon, lat and ellipsoidal height."""
+    if not parse_crs(source).is_projected:
+        raise InvalidInput(f"{crs_code(source)} is not a projected CRS; reality meshes need metres")
+    lon, lat = transform_points(source, CRS84, [x], [y])
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise InvalidInput(f"origin {x}, {y} falls outside the area of {crs_code(source)}")
+    height = (datum or VerticalDatum()).to_ellipsoidal(lon, lat, [z])
+    return float(lon[0]), float(lat[0]), float(np.asarray(height)[0])
+
+
+def height_unit_factor(text: str) -> float:
+    """Metres per height unit of a source CRS: the vertical CRS's unit in a compound CRS, else
+    the horizontal unit of a projected CRS (LAS files in US feet carry heights in feet too),
+    else metres."""
+    definition = parse_crs(text)
+    candidates = definition.sub_crs_list[1:] if definition.is_compound else [definition]
+    for candidate in candidates:
+        if candidate.is_geographic:
+            continue
+        for axis in candidate.axis_info:
+            if axis.unit_conversion_factor:
+                return float(axis.unit_conversion_factor)
+    return 1.0
+
+
+def source_to_enu(
+    source: str, x, y, z, origin: tuple[float, float, float], datum: VerticalDatum
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Many points of any CRS (x, y horizontal, z orthometric in the CRS's height unit) as
+    east-north-up metres around `origin` (lon, lat, ellipsoidal h), with their lon and lat.
+
+    The ECEF step is the closed form, so millions of points (a point cloud) cost one PROJ pass.
+    """
+    horizontal, unit = split_crs(source)
+    lon, lat = transform_points(horizontal, CRS84, x, y)
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise InvalidInput(f"coordinates fall outside the area of {crs_label(source)}")
+    height = datum.to_ellipsoidal(lon, lat, np.asarray(z, dtype=float) * unit)
+    frame = enu_to_ecef_matrix(*origin)
+    return (geodetic_to_ecef(lon, lat, height) - frame[:3, 3]) @ frame[:3, :3], lon, lat
+
+
+def _identified(definition: CRS) -> str:
+    """'AUTHORITY:code' when the CRS carries its own id, else its WKT (no PROJ identify search)."""
+    ident = definition.to_json_dict().get("id")
+    return f"{ident['authority']}:{ident['code']}" if ident else definition.to_wkt()
+
+
+@lru_cache(maxsize=64)
+def split_crs(source: str) -> tuple[str, float]:
+    """The horizontal CRS and the metres per height unit of a source CRS, cached (identifying a
+    CRS given as WKT without an authority costs PROJ most of a second)."""
+    definition = parse_crs(source)
+    horizontal = definition.sub_crs_list[0] if definition.is_compound else definition
+    return _identified(horizontal), height_unit_factor(source)
+
+
+@lru_cache(maxsize=64)
+def crs_label(source: str) -> str:
+    """A short name for messages and metadata: 'EPSG:nnnn' when the CRS names its id, else its name."""
+    definition = parse_crs(source)
+    ident = definition.to_json_dict().get("id")
+    return f"{ident['authority']}:{ident['code']}" if ident else definition.name
+
+
+def reheight_enu(
+    enu, origin: tuple[float, float, float], datum: VerticalDatum
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """East-north-up points whose heights are orthometric (frame at the orthometric `origin`)
+    again in the frame at the origin's ellipsoidal height, each point raised by its own geoid
+    height along its own vertical (a shared shift would tilt wide clouds by millimetres)."""
+    lon0, lat0, h0 = origin
+    target = (lon0, lat0, float(datum.to_ellipsoidal(lon0, lat0, h0)))
+    if not datum.grid_available() and datum.offset == 0.0:
+        return np.asarray(enu, dtype=float), target
+    lon, lat, h = enu_to_geodetic(enu, origin)
+    frame = enu_to_ecef_matrix(*target)
+    ecef = geodetic_to_ecef(lon, lat, datum.to_ellipsoidal(lon, lat, h))
+    return (ecef - frame[:3, 3]) @ frame[:3, :3], target

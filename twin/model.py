@@ -42,6 +42,8 @@ class LayerKind(StrEnum):
     raster = "raster"
     terrain = "terrain"
     sensor = "sensor"
+    citymodel = "citymodel"  # CityGML / CityJSON buildings with their LOD geometry
+    tileset = "tileset"  # an existing 3D Tiles tileset registered and served as it is
 
 
 class Scenario(StrEnum):

@@ -7,6 +7,9 @@ never changes (safe to cache forever, safe to serve from several processes or a 
 to a temporary folder and are renamed into place.
 
 Builders per layer kind live in `BUILDERS`; the pipe, building and mesh layers add theirs there.
+A layer kind may hold 2D and 3D layers alike (most vector layers stay 2D): `RULES` lists
+(predicate, builder) pairs tried first, in order, on the layer itself; buildings use one (a
+vector layer whose metadata has an `extrude` object, see `tiles.threed.buildings`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from tiles.threed import bim
+from tiles.threed import bim, buildings, citymodel, external, pipes, points
+from tiles.threed import mesh as mesh_tiles
 from tiles.threed.tileset import Tile, region_volume, tileset_document
 from tiles.threed.validate import volume_points
 from twin.crs import ECEF, transform_points
@@ -36,6 +40,12 @@ FORMAT = "3dtiles-1"  # bump when the output of a builder changes, so old folder
 SUMMARY = "summary.json"
 Builder = Callable[[Store, Layer, list[Feature], Path], dict[str, Any]]
 BUILDERS: dict[LayerKind, Builder] = {LayerKind.bim: bim.build}
+RULES: list[tuple[Callable[[Layer], bool], Builder]] = [(buildings.is_extruded, buildings.build)]
+BUILDERS[LayerKind.mesh] = mesh_tiles.build  # reality meshes: built at ingest, unpacked here
+BUILDERS[LayerKind.pointcloud] = points.build  # LAS/LAZ: octree of POINTS glbs
+BUILDERS[LayerKind.tileset] = external.build  # registered 3D Tiles, served as delivered
+BUILDERS[LayerKind.citymodel] = citymodel.build  # CityJSON / CityGML buildings, tiled like BIM
+BUILDERS[LayerKind.pipe_network] = pipes.build  # each pipe or node layer: tubes, shafts, symbols
 _locks: dict[str, threading.Lock] = {}
 _recent: dict[tuple, tuple[float, Built]] = {}
 NOW_TTL = 60.0  # seconds a "now" answer is reused
@@ -57,15 +67,34 @@ def tiles_root(store: Store) -> Path:
     return Path(store.data_dir) / "tiles" / "3d"
 
 
+def builder_for(layer: Layer) -> Builder | None:
+    """The first rule that matches the layer, else its kind's builder; None for a 2D layer."""
+    return next((builder for matches, builder in RULES if matches(layer)), BUILDERS.get(layer.kind))
+
+
 def is_3d(layer: Layer) -> bool:
-    return layer.kind in BUILDERS
+    return builder_for(layer) is not None
 
 
-def build_key(layer: Layer, features: list[Feature]) -> str:
-    digest = hashlib.sha256(f"{FORMAT}\0{layer.id}\0{layer.kind.value}".encode())
+def build_key(layer: Layer, features: list[Feature], depends: tuple[tuple[str, int], ...] = ()) -> str:
+    """Digest of what a build depends on: the layer's settings (metadata), its feature versions and
+    the versions of the other layers it reads."""
+    settings = json.dumps([layer.metadata, depends], sort_keys=True, default=str)
+    digest = hashlib.sha256(f"{FORMAT}\0{layer.id}\0{layer.kind.value}\0{settings}".encode())
     for fid, version in sorted((f.fid, f.version) for f in features):
         digest.update(f"\0{fid}\0{version}".encode())
     return digest.hexdigest()[:24]
+
+
+def dependencies(layer: Layer, layers: dict[str, Layer]) -> tuple[tuple[str, int], ...]:
+    """(id, version) of the other layers a build reads: the terrain everything stands on and a
+    pipe layer's nodes (ground levels, depths); an edit to any of them makes a new build."""
+    wanted = {other.id for other in layers.values() if other.kind == LayerKind.terrain}
+    nodes = layer.metadata.get("nodes_layer")
+    if isinstance(nodes, str) and nodes in layers:
+        wanted.add(nodes)
+    wanted.discard(layer.id)
+    return tuple(sorted((name, layers[name].version) for name in wanted))
 
 
 def _lock(key: str) -> threading.Lock:
@@ -79,26 +108,28 @@ def ensure_built(store: Store, layer_id: str, time: TimeFilter | None = None) ->
     Which build answers is remembered per layer version and time (for a minute when the time is
     "now"), so serving a tileset does not query every feature on each request.
     """
-    layer = store.get_layer(layer_id)
+    layers = {layer.id: layer for layer in store.list_layers()}
+    layer = layers[layer_id] if layer_id in layers else store.get_layer(layer_id)  # NotFound, with its message
     if not is_3d(layer):
         raise NotFound(f"layer {layer_id!r} is a {layer.kind.value} layer; it has no 3D Tiles")
-    memo = (str(store.data_dir), layer_id, layer.version, time)
+    depends = dependencies(layer, layers)
+    memo = (str(store.data_dir), layer_id, layer.version, depends, time)
     known = _recent.get(memo)
     if known is not None and (time is not None or monotonic() - known[0] < NOW_TTL) and known[1].folder.is_dir():
         return known[1]
-    built = _ensure(store, layer, time)
+    built = _ensure(store, layer, time, depends)
     if len(_recent) > MEMO_SIZE:  # many distinct times asked: start over rather than grow
         _recent.clear()
     _recent[memo] = (monotonic(), built)
     return built
 
 
-def _ensure(store: Store, layer: Layer, time: TimeFilter | None) -> Built:
+def _ensure(store: Store, layer: Layer, time: TimeFilter | None, depends: tuple[tuple[str, int], ...]) -> Built:
     layer_id = layer.id
     features = list(store.iter_features(layer_id, time=time))
     if not features:
         raise NotFound(f"layer {layer_id!r} has no features at the requested time")
-    key = build_key(layer, features)
+    key = build_key(layer, features, depends)
     folder = tiles_root(store) / layer_id / key
     with _lock(key):
         if not (folder / SUMMARY).is_file():
@@ -110,7 +141,7 @@ def _build_into(store: Store, layer: Layer, features: list[Feature], folder: Pat
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
     try:
-        summary = BUILDERS[layer.kind](store, layer, features, tmp)
+        summary = builder_for(layer)(store, layer, features, tmp)
         document = json.loads((tmp / "tileset.json").read_text())
         summary["region"] = tileset_region(document)
         summary["layer_version"] = layer.version

@@ -19,6 +19,7 @@ from twin.api import (
     admin,
     analysis,
     analysis_geometry,
+    excavation,
     features,
     ingest,
     jobs,
@@ -26,11 +27,13 @@ from twin.api import (
     ops,
     pages,
     raster,
+    sensors,
     styles,
     terrain,
     threed,
     viewer,
 )
+from twin.api import flood as flood_analysis
 from twin.api import tiles as vector_tiles
 from twin.api.ops import install_operations
 from twin.api.problems import install_problem_handlers
@@ -44,6 +47,9 @@ ROUTERS += (ops.router, jobs.router, ingest.router, admin.router)
 ROUTERS += (terrain.router,)
 ROUTERS += (vector_tiles.router,)
 ROUTERS += (viewer.router,)
+ROUTERS += (sensors.router,)
+ROUTERS += (flood_analysis.router,)
+ROUTERS += (excavation.router,)
 
 
 def _version() -> str:

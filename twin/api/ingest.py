@@ -165,6 +165,62 @@ def _observations(store: Store, path: Path, options: IngestOptions, progress: Fe
     return {"observations": store.add_observations(read_observations_csv(path))}
 
 
+def _mesh_options(options: IngestOptions) -> dict[str, Any]:
+    """The shared reality-data options; the mesh readers name the source CRS `crs`."""
+    shared = _reality_options(options)
+    shared["crs"] = shared.pop("source_crs")
+    return shared
+
+
+@ingest_kind("oblique", suffixes={".osgb"}, folder=True, description="OSGB tile tree with metadata.xml (.zip)")
+def _oblique(store: Store, path: Path, options: IngestOptions, progress: FeatureProgress) -> dict:
+    from ingestion.oblique import ingest_oblique
+
+    report, summary = ingest_oblique(store, path, **_mesh_options(options))
+    return {**report.as_dict(), "mesh": summary}
+
+
+@ingest_kind("mesh", suffixes={".obj", ".glb", ".gltf", ".ply"}, description="Textured mesh (OBJ+MTL, glTF, PLY)")
+def _mesh(store: Store, path: Path, options: IngestOptions, progress: FeatureProgress) -> dict:
+    from ingestion.mesh import ingest_mesh
+
+    report, summary = ingest_mesh(store, path, **_mesh_options(options))
+    return {**report.as_dict(), "mesh": summary}
+
+
+def _reality_options(options: IngestOptions) -> dict[str, Any]:
+    """The options the point cloud, city model and tileset readers share."""
+    return {
+        "layer_id": options.layer,
+        "source_crs": options.crs,
+        "scenario": options.scenario,
+        "valid_from": options.valid_from_time,
+        "title": options.title,
+    }
+
+
+@ingest_kind("pointcloud", suffixes={".las", ".laz"}, description="Point cloud (LAS 1.2-1.4, LAZ, COPC)")
+def _pointcloud(store: Store, path: Path, options: IngestOptions, progress: FeatureProgress) -> dict:
+    from ingestion.pointcloud import ingest_pointcloud
+
+    return ingest_pointcloud(store, path, **_reality_options(options)).as_dict()
+
+
+@ingest_kind("citymodel", suffixes={".json", ".gml", ".xml"}, description="CityJSON or CityGML 2.0/3.0 buildings")
+def _citymodel(store: Store, path: Path, options: IngestOptions, progress: FeatureProgress) -> dict:
+    from ingestion.citymodel import ingest_citymodel
+
+    return ingest_citymodel(store, path, **_reality_options(options)).as_dict()
+
+
+@ingest_kind("tileset", suffixes={".json"}, folder=True, description="Existing 3D Tiles (a .zip of the folder)")
+def _tileset(store: Store, path: Path, options: IngestOptions, progress: FeatureProgress) -> dict:
+    from ingestion.ifc_georef import parse_position
+    from ingestion.tileset import ingest_tileset
+
+    return ingest_tileset(store, path, at=parse_position(options.at), **_reality_options(options)).as_dict()
+
+
 # ----- checking a request ------------------------------------------------------------------------
 def archive_limits(settings: Settings) -> ArchiveLimits:
     return ArchiveLimits(
