@@ -123,10 +123,25 @@ def build(
     store: Store, layer: Layer, features: list[Feature], out: Path, *, compression: str | None = "meshopt"
 ) -> dict[str, Any]:
     """Write tileset.json and tiles/*.glb for these features into `out`; returns a summary."""
+    rows = [feature_row(f) for f in features]
+    return build_meshes(store, layer, features, out, rows, ELEMENT_CLASS, COLUMNS, compression)
+
+
+def build_meshes(
+    store: Store,
+    layer: Layer,
+    features: list[Feature],
+    out: Path,
+    rows: list[dict[str, Any]],
+    class_id: str,
+    columns: tuple[Column, ...],
+    compression: str | None,
+) -> dict[str, Any]:
+    """The tileset of features whose meshes are stored assets (IFC elements, city model buildings):
+    one LOD tree in an east-north-up frame at the layer's anchor, a metadata row per feature."""
     mesh, anchor = layer_mesh(store, layer, features)
     tree = build_lod_tree(mesh)
-    rows = [feature_row(f) for f in features]
-    size = write_tiles(tree, rows, out, class_id=ELEMENT_CLASS, columns=COLUMNS, compression=compression)
+    size = write_tiles(tree, rows, out, class_id=class_id, columns=columns, compression=compression)
     datum = store_datum(store)
     lon, lat, height = (float(v) for v in anchor)
     ellipsoidal = float(datum.to_ellipsoidal(lon, lat, height))

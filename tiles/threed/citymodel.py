@@ -12,13 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tiles.threed import bim
 from tiles.threed.metadata import FLOAT64, STRING, Column
-from tiles.threed.subdivide import build_lod_tree
-from tiles.threed.tileset import tileset_document, write_tileset
-from twin.crs import enu_to_ecef_matrix
 from twin.model import Feature, Layer
 from twin.store import Store
 
@@ -55,24 +50,5 @@ def build(
     as_bim = dataclasses.replace(
         layer, metadata={"bim": {"meshes": layer.metadata.get("citymodel", {}).get("meshes", [])}}
     )
-    mesh, anchor = bim.layer_mesh(store, as_bim, features)
-    tree = build_lod_tree(mesh)
     rows = [feature_row(f) for f in features]
-    size = bim.write_tiles(tree, rows, out, class_id=BUILDING_CLASS, columns=columns_for(rows), compression=compression)
-    lon, lat, height = (float(v) for v in anchor)
-    ellipsoidal = float(bim.store_datum(store).to_ellipsoidal(lon, lat, height))
-    root = bim.tile_tree(tree)
-    root.transform = enu_to_ecef_matrix(lon, lat, ellipsoidal)
-    diagonal = float(np.linalg.norm(tree.high - tree.low))
-    document = tileset_document(
-        root, max(2.0 * tree.error, diagonal), extras={"layer": layer.id, "kind": layer.kind.value}
-    )
-    write_tileset(out / "tileset.json", document)
-    return {
-        "tiles": sum(1 for _ in tree.walk()),
-        "triangles": int(mesh.triangle_count),
-        "features": len(features),
-        "bytes": size,
-        "anchor": [lon, lat, ellipsoidal],
-        "geometric_error": document["geometricError"],
-    }
+    return bim.build_meshes(store, as_bim, features, out, rows, BUILDING_CLASS, columns_for(rows), compression)

@@ -176,6 +176,33 @@ class _GlbBuilder:
         self.accessors.append({"bufferView": view, "componentType": component, "count": count, "type": kind, **extra})
         return len(self.accessors) - 1
 
+    def quantized_positions(self, yup: np.ndarray, origin: np.ndarray, scale: float) -> int:
+        """POSITION accessor of y-up positions as unsigned shorts (KHR_mesh_quantization), padded to
+        4-byte rows; the node's matrix maps them back with `origin` and `scale`."""
+        quantized = np.zeros((len(yup), 4), dtype=np.uint16)
+        quantized[:, :3] = np.clip(np.round((yup - origin) / scale), 0, QUANTIZE_STEPS)
+        return self.accessor(
+            self.stream_view(quantized, ARRAY_BUFFER),
+            UNSIGNED_SHORT,
+            "VEC3",
+            len(yup),
+            min=quantized[:, :3].min(axis=0).tolist(),
+            max=quantized[:, :3].max(axis=0).tolist(),
+        )
+
+    def finish(self, gltf: dict[str, Any], used: list[str], required: tuple[str, ...] = ()) -> bytes:
+        """The glb: accessors, views and buffers (with the meshopt fallback buffer) added to `gltf`;
+        of the extensions `used`, compression, quantization and `required` ones are required."""
+        gltf["accessors"] = self.accessors
+        gltf["bufferViews"] = self.views
+        buffers: list[dict[str, Any]] = [{"byteLength": len(self.binary)}]
+        if self.fallback_length:
+            buffers.append({"byteLength": self.fallback_length, "extensions": {MESHOPT: {"fallback": True}}})
+        gltf["buffers"] = buffers
+        gltf["extensionsUsed"] = used
+        gltf["extensionsRequired"] = [e for e in used if e in (MESHOPT, QUANTIZATION, *required)]
+        return pack_glb(gltf, bytes(self.binary))
+
 
 def _primitive(
     builder: _GlbBuilder,
@@ -202,18 +229,7 @@ def _primitive(
         positions = positions[order]
         indices = remap[reordered].reshape(-1, 3)
     gltf_positions = np.column_stack([positions[:, 0], positions[:, 2], -positions[:, 1]])  # z-up to y-up
-    quantized = np.zeros((len(used), 4), dtype=np.uint16)
-    quantized[:, :3] = np.clip(np.round((gltf_positions - origin) / scale), 0, QUANTIZE_STEPS)
-    attributes = {
-        "POSITION": builder.accessor(
-            builder.stream_view(quantized, ARRAY_BUFFER),
-            UNSIGNED_SHORT,
-            "VEC3",
-            len(used),
-            min=quantized[:, :3].min(axis=0).tolist(),
-            max=quantized[:, :3].max(axis=0).tolist(),
-        )
-    }
+    attributes = {"POSITION": builder.quantized_positions(gltf_positions, origin, scale)}
     normals = mesh.normals[used]
     packed = np.zeros((len(used), 4), dtype=np.int8)
     packed[:, :3] = np.round(np.column_stack([normals[:, 0], normals[:, 2], -normals[:, 1]]) * 127)
@@ -291,15 +307,7 @@ def encode_glb(mesh: TileMesh, table: PropertyTable | None = None, *, compressio
             "EXT_structural_metadata": {"schema": table.schema(), "propertyTables": [table.encode(builder.plain_view)]}
         }
         used.append("EXT_structural_metadata")
-    gltf["accessors"] = builder.accessors
-    gltf["bufferViews"] = builder.views
-    buffers: list[dict[str, Any]] = [{"byteLength": len(builder.binary)}]
-    if builder.fallback_length:
-        buffers.append({"byteLength": builder.fallback_length, "extensions": {MESHOPT: {"fallback": True}}})
-    gltf["buffers"] = buffers
-    gltf["extensionsUsed"] = used
-    gltf["extensionsRequired"] = [e for e in used if e in (MESHOPT, QUANTIZATION)]
-    return pack_glb(gltf, bytes(builder.binary))
+    return builder.finish(gltf, used)
 
 
 def pack_glb(gltf: dict[str, Any], binary: bytes) -> bytes:

@@ -27,7 +27,6 @@ from tiles.threed.gltf import (
     UNSIGNED_INT,
     UNSIGNED_SHORT,
     _GlbBuilder,
-    pack_glb,
 )
 
 UNLIT = "KHR_materials_unlit"
@@ -123,18 +122,7 @@ def encode_textured_glb(
         used, local = np.unique(part.indices.reshape(-1), return_inverse=True)
         positions = part.positions[used]
         yup = np.column_stack([positions[:, 0], positions[:, 2], -positions[:, 1]])
-        quantized = np.zeros((len(used), 4), dtype=np.uint16)
-        quantized[:, :3] = np.clip(np.round((yup - gltf_low) / scale), 0, QUANTIZE_STEPS)
-        attributes = {
-            "POSITION": builder.accessor(
-                builder.stream_view(quantized, ARRAY_BUFFER),
-                UNSIGNED_SHORT,
-                "VEC3",
-                len(used),
-                min=quantized[:, :3].min(axis=0).tolist(),
-                max=quantized[:, :3].max(axis=0).tolist(),
-            )
-        }
+        attributes = {"POSITION": builder.quantized_positions(yup, gltf_low, scale)}
         if part.uvs is not None:
             uv = part.uvs[used].astype(np.float32).copy()
             uv[:, 1] = 1.0 - uv[:, 1]
@@ -168,12 +156,4 @@ def encode_textured_glb(
         ]
         document["images"] = gltf["images"]
         document["textures"] = gltf["textures"]
-    document["accessors"] = builder.accessors
-    document["bufferViews"] = builder.views
-    buffers: list[dict[str, Any]] = [{"byteLength": len(builder.binary)}]
-    if builder.fallback_length:
-        buffers.append({"byteLength": builder.fallback_length, "extensions": {MESHOPT: {"fallback": True}}})
-    document["buffers"] = buffers
-    document["extensionsUsed"] = used_ext
-    document["extensionsRequired"] = [e for e in used_ext if e in (MESHOPT, QUANTIZATION, WEBP)]
-    return pack_glb(document, bytes(builder.binary))
+    return builder.finish(document, used_ext, required=(WEBP,))

@@ -31,7 +31,6 @@ from tiles.threed.gltf import (
     UNSIGNED_BYTE,
     UNSIGNED_SHORT,
     _GlbBuilder,
-    pack_glb,
     srgb_to_linear,
 )
 from tiles.threed.tileset import Tile, box_volume, tileset_document, write_tileset
@@ -260,16 +259,8 @@ def encode_points_glb(
                 "propertyAttributes": [attribute_table],
             }
         },
-        "accessors": builder.accessors,
-        "bufferViews": builder.views,
     }
-    buffers: list[dict[str, Any]] = [{"byteLength": len(builder.binary)}]
-    if builder.fallback_length:
-        buffers.append({"byteLength": builder.fallback_length, "extensions": {MESHOPT: {"fallback": True}}})
-    gltf["buffers"] = buffers
-    gltf["extensionsUsed"] = used
-    gltf["extensionsRequired"] = [e for e in used if e in (MESHOPT, QUANTIZATION)]
-    return pack_glb(gltf, bytes(builder.binary))
+    return builder.finish(gltf, used)
 
 
 def _frame_change(source: np.ndarray, target: np.ndarray) -> np.ndarray:
