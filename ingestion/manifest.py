@@ -102,7 +102,14 @@ def load_manifest(
         from ingestion.oblique import ingest_oblique  # needs OpenSceneGraph's osgconv
 
         mesh = manifest["reality_mesh"]
-        report, _ = ingest_oblique(store, Path(root) / osgb["path"], layer_id=mesh["id"], title=mesh.get("title"))
+        start = mesh.get("valid_from") or default_from  # the survey date, not the day it was loaded
+        report, _ = ingest_oblique(
+            store,
+            Path(root) / osgb["path"],
+            layer_id=mesh["id"],
+            title=mesh.get("title"),
+            valid_from=parse_instant(start) if start else None,
+        )
         reports.append(report)
         done(mesh["id"])
     observations = manifest.get("observations")

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,14 @@ def test_collections_list_every_manifest_layer_with_its_description(client, mani
     assert {"1:500", "1:2000", "1:10000"} <= bands
     assert collections["buildings_planned"]["scenario"] == "planned"
     assert collections["buildings_500"]["extent"]["temporal"]["interval"] == [["2015-01-01T00:00:00Z", None]]
+
+
+def test_every_layer_starts_at_a_date_of_its_data_not_of_the_build(client):
+    """The demo is reproducible: no layer's history may begin on the day the demo was built."""
+    today = datetime.now(UTC).date().isoformat()
+    for collection in client.get("/collections").json()["collections"]:
+        start = collection["extent"]["temporal"]["interval"][0][0]
+        assert start is not None and not start.startswith(today), (collection["id"], start)
 
 
 def test_collections_sit_over_the_district(client, manifest):
