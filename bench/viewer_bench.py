@@ -1,70 +1,38 @@
 """The 3D viewer loading the demo district: first frame, all visible tiles, bytes transferred.
 
-A real `twin serve` over a fresh demo district (with its IFC building) and headless Chromium on
-SwiftShader, as in the viewer tests. Each page is opened in a fresh browser context (empty HTTP
-cache); the first run also warms the server's caches, so the viewer is timed cold and warm. The
-baseline, measured in the same run, is the minimal 3D Tiles preview page of the same root tileset
-(`/3dtiles/preview/twin`: CesiumJS and the tileset only, no terrain, imagery or feature layers).
-Targets: first frame under 3 s, all visible tiles under 10 s.
+A real `twin serve` over a fresh demo district (its IFC building, pipes and buildings as 3D
+Tiles) and headless Chromium on SwiftShader, as in the viewer tests. Each page is opened in a
+fresh browser context (empty HTTP cache); the first run also warms the server's caches, so the
+viewer is timed cold and warm. The baseline, measured in the same run, is the minimal 3D Tiles
+preview page of the same root tileset (`/3dtiles/preview/twin`: CesiumJS and the tileset only,
+no terrain, imagery or feature layers). Targets: first frame under 3 s, all visible tiles under
+10 s.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from bench import report
-from ingestion.ifc import ingest_ifc
-from tests.test_map_page import CHROMIUM, CHROMIUM_ARGS, free_port
-from twin.model import parse_instant
-from twin.store import open_store
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, serve_twin
 
 TIMEOUT_MS = 300_000
 VIEWPORT = {"width": 1280, "height": 800}
 
 
 def _demo(folder: Path) -> Path:
+    """A fresh demo district (its IFC building included) in `folder`."""
     data = folder / "twin-data"
     subprocess.run(
         [sys.executable, "-c", "from twin.cli import main; main()", "demo", "--no-serve", "--data", str(data)],
         check=True,
         capture_output=True,
     )
-    entry = json.loads((data / "sources" / "manifest.json").read_text())["ifc"]
-    with open_store(data) as store:
-        ingest_ifc(
-            store, data / "sources" / entry["path"], layer_id=entry["id"], valid_from=parse_instant(entry["valid_from"])
-        )
     return data
-
-
-def _serve(data: Path, port: int) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-c",
-        "from twin.cli import main; main()",
-        "serve",
-        "--data",
-        str(data),
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError("the server did not start")
 
 
 def _open(browser, url: str, ready: str, first_frame: str | None) -> dict:
@@ -92,20 +60,13 @@ def run() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         data = _demo(Path(folder))
-        port = free_port()
-        server = _serve(data, port)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                viewer_ready = "window.twinViewer && twinViewer.tilesLoaded"
-                cold = _open(browser, f"{base}/viewer/", viewer_ready, "window.twinViewer && twinViewer.firstFrame")
-                warm = _open(browser, f"{base}/viewer/", viewer_ready, "window.twinViewer && twinViewer.firstFrame")
-                preview = _open(browser, f"{base}/3dtiles/preview/twin", "window.previewState.ready", None)
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with serve_twin(data, Path(folder) / "server.log") as base, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            viewer_ready = "window.twinViewer && twinViewer.tilesLoaded"
+            cold = _open(browser, f"{base}/viewer/", viewer_ready, "window.twinViewer && twinViewer.firstFrame")
+            warm = _open(browser, f"{base}/viewer/", viewer_ready, "window.twinViewer && twinViewer.firstFrame")
+            preview = _open(browser, f"{base}/3dtiles/preview/twin", "window.previewState.ready", None)
+            browser.close()
     for name, figures in (("viewer, cold server", cold), ("viewer, warm server", warm)):
         report.line(f"{name}: first frame", f"{figures['first_frame']:.2f} s (target < 3 s)")
         report.line(f"{name}: all visible tiles", f"{figures['loaded']:.2f} s (target < 10 s)")

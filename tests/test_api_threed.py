@@ -12,12 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
-import httpx
 import numpy as np
 import pytest
 import shapely
@@ -25,8 +22,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ingestion.ifc import ingest_ifc
+from tests.browser import chromium, open_page, screenshot, serve_twin, wait_for
 from tests.test_ifc_ingest import landed_elements
-from tests.test_map_page import CHROMIUM, CHROMIUM_ARGS, LOCAL_HOSTS, Recorder, free_port
 from tiles.threed.gltf import decompress_glb, read_glb
 from tiles.threed.metadata import decode_table
 from tiles.threed.validate import check_glb_features, check_tileset, validate_glbs, validator_available
@@ -36,8 +33,6 @@ from twin.crs import CRS84, ECEF, transform_points
 from twin.model import parse_instant
 from twin.store import open_store
 
-REPO = Path(__file__).resolve().parents[1]
-SCREENSHOT = REPO / "docs" / "img" / "bim.png"
 PLANNED, DEMOLISHED = "bim_planned_annex", "bim_old_hall"
 DEMOLITION = datetime(2019, 3, 1, tzinfo=UTC)
 READY_MS = 240_000
@@ -146,7 +141,8 @@ def test_a_picked_feature_gives_its_full_record(client, demo):
 
 
 def layers_of(document: dict) -> set[str]:
-    return {child["extras"]["layer"] for child in document["root"].get("children", [])}
+    """The BIM layers a root tileset references (buildings, pipes and meshes have their own tests)."""
+    return {c["extras"]["layer"] for c in document["root"].get("children", []) if c["extras"]["kind"] == "bim"}
 
 
 def test_twin_root_follows_scenario_and_time(client, demo):
@@ -156,8 +152,8 @@ def test_twin_root_follows_scenario_and_time(client, demo):
     assert layers_of(client.get("/3dtiles/twin/tileset.json?scenario=planned").json()) == {current, PLANNED}
     past = client.get("/3dtiles/twin/tileset.json", params={"datetime": "2018-01-01T00:00:00Z"}).json()
     assert layers_of(past) == {DEMOLISHED}  # before the current building, while the old hall stood
-    children = past["root"]["children"]
-    assert children[0]["content"]["uri"].startswith(f"../{DEMOLISHED}/tileset.json?datetime=")
+    (old_hall,) = [c for c in past["root"]["children"] if c["extras"]["layer"] == DEMOLISHED]
+    assert old_hall["content"]["uri"].startswith(f"../{DEMOLISHED}/tileset.json?datetime=")
     for query in ("", "?scenario=planned", "?datetime=2018-01-01T00:00:00Z"):
         report = check_tileset(f"http://testserver/3dtiles/twin/tileset.json{query}", http_fetch(client))
         assert report.errors == [] and report.tilesets >= 2, (query, report.errors)
@@ -187,62 +183,22 @@ def test_bad_requests_get_problems(client, demo):
 # ----- the tileset in CesiumJS (headless Chromium) -----------------------------------------------------
 @pytest.fixture(scope="module")
 def server(demo, tmp_path_factory):
-    port = free_port()
-    log = (tmp_path_factory.mktemp("threed-server") / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twin.cli import main; main()",
-            "serve",
-            "--data",
-            str(demo[0]),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, f"the server exited: see {log.name}"
-        assert time.monotonic() < deadline, "the server did not answer /health within 60 s"
-        time.sleep(0.3)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with serve_twin(demo[0], tmp_path_factory.mktemp("threed-server") / "server.log") as base:
+        yield base
 
 
 def test_cesium_loads_the_bim_tileset_without_errors(server, demo):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium")
-    if not (CESIUM_BUILD / "Cesium.js").exists():
-        pytest.skip("cesium is not installed: run make install")
     layer = demo[1]["ifc"]["id"]
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = chromium.new_page(viewport={"width": 1100, "height": 700})
-        recorder = Recorder(page)
-        page.route(lambda url: urlparse(url).hostname not in LOCAL_HOSTS, lambda route: route.abort())
+    with chromium(CESIUM_BUILD / "Cesium.js") as browser:
+        page, recorder = open_page(browser, {"width": 1100, "height": 700})
         page.goto(f"{server}/3dtiles/preview/{layer}")
-        page.wait_for_function("window.previewState.ready || window.previewState.error", timeout=READY_MS, polling=100)
+        wait_for(page, "window.previewState.ready || window.previewState.error", timeout_ms=READY_MS)
         state = page.evaluate("() => window.previewState")
         assert state["ready"] and state["error"] is None, state
-        page.wait_for_function("window.previewTileset.tilesLoaded === true", timeout=READY_MS, polling=100)
+        wait_for(page, "window.previewTileset.tilesLoaded === true", timeout_ms=READY_MS)
         loaded = page.evaluate("() => window.previewTileset.tilesLoaded")
         page.wait_for_timeout(1500)  # a few more frames at software-rendering speed
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT))
-        pixels = np.asarray(Image.open(SCREENSHOT).convert("RGB"))
-        chromium.close()
+        pixels = np.asarray(Image.open(screenshot(page, "bim")).convert("RGB"))
     assert loaded is True
     glbs = recorder.statuses(f"/3dtiles/{layer}/")
     assert glbs and set(glbs) == {200}

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import numpy as np
@@ -23,6 +18,7 @@ import shapely
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.browser import chromium, open_page, screenshot, serve_twin, wait_for
 from tests.demo_twin import shared_demo
 from twin.api.app import create_app
 from twin.api.pages import maplibre_dist
@@ -30,26 +26,11 @@ from twin.crs import CRS84, transform_points
 from twin.model import BBox
 from twin.store import open_store
 
-REPO = Path(__file__).resolve().parents[1]
-SCREENSHOT = REPO / "docs" / "img" / "map.png"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+SCREENSHOT_NAME = "map"
 READY_MS = 180_000
 VIEWPORT = {"width": 960, "height": 600}
 SCREENSHOT_SIZE = {"width": 1280, "height": 800}
 PIPE_LAYERS = ("water_pipes", "gas_pipes", "drainage_pipes")
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
 def wait_idle(page, action: str = "") -> None:
@@ -78,90 +59,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_demo(tmp_path_factory)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(demo: Path, tmp_path_factory: pytest.TempPathFactory):
     """`twin serve` on a free loopback port, until the module's tests are done."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("map-server") / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from twin.cli import main; main()", "serve", "--data", str(demo), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, f"the server exited: see {log.name}"
-        assert time.monotonic() < deadline, "the server did not answer /health within 60 s"
-        time.sleep(0.3)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with serve_twin(demo, tmp_path_factory.mktemp("map-server") / "server.log") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium")
-    if not (maplibre_dist() / "maplibre-gl.mjs").exists():
-        pytest.skip("maplibre-gl is not installed: run make install")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-class Recorder:
-    """Everything the page asked for and said, to check that it stayed local and error-free."""
-
-    def __init__(self, page) -> None:
-        self.responses: list[tuple[int, str]] = []
-        self.failed: list[str] = []
-        self.foreign: list[str] = []
-        self.errors: list[str] = []
-        page.on("request", self._request)
-        page.on("response", lambda r: self.responses.append((r.status, r.url)))
-        page.on("requestfailed", lambda r: self.failed.append(f"{r.url}: {r.failure}"))
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def _request(self, request) -> None:
-        url = urlparse(request.url)
-        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
-            self.foreign.append(request.url)
-
-    def statuses(self, fragment: str) -> list[int]:
-        return [status for status, url in self.responses if fragment in url]
-
-    def assert_clean(self) -> None:
-        assert not self.foreign, f"requests left this machine: {self.foreign[:5]}"
-        assert not self.failed, f"failed requests: {self.failed[:5]}"
-        assert not self.errors, f"console errors: {self.errors[:5]}"
-        bad = [(s, u) for s, u in self.responses if s >= 400]
-        assert not bad, f"error responses: {bad[:5]}"
+    with chromium(maplibre_dist() / "maplibre-gl.mjs") as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
 def opened(browser, server):
     """The map page opened at the twin's extent, after its first `idle`."""
-    page = browser.new_page(viewport=VIEWPORT)
-    recorder = Recorder(page)
-    page.route(lambda url: urlparse(url).hostname not in LOCAL_HOSTS, lambda route: route.abort())
+    page, recorder = open_page(browser, VIEWPORT)
     page.goto(f"{server}/map/")
-    page.wait_for_function("window.mapReady === true", timeout=READY_MS)
+    wait_for(page, "window.mapReady === true", timeout_ms=READY_MS)
     yield page, recorder
     page.close()
 
@@ -230,7 +146,7 @@ def click_at(page, recorder, layer_id: str, fid: str, lonlat: tuple[float, float
     )
     assert 0 < x < VIEWPORT["width"] and 0 < y < VIEWPORT["height"]
     page.mouse.click(x, y)
-    page.wait_for_function("window.lastRecord !== null", timeout=60_000)
+    wait_for(page, "window.lastRecord !== null", timeout_ms=60_000)
     assert recorder.statuses(f"/collections/{layer_id}/items/{fid}") == [200]
     return page.evaluate("() => window.lastRecord")
 
@@ -290,11 +206,9 @@ def test_screenshot_of_the_district_for_the_readme(opened, server):
     lon, lat = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
     page.goto("about:blank")
     page.goto(f"{server}/map/#16.05/{lat:.5f}/{lon:.5f}")
-    page.wait_for_function("window.mapReady === true", timeout=READY_MS)
+    wait_for(page, "window.mapReady === true", timeout_ms=READY_MS)
     assert page.evaluate("() => window.twinMap.getZoom()") == pytest.approx(16.05)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
-    shot = np.asarray(Image.open(SCREENSHOT).convert("RGB"))
+    shot = np.asarray(Image.open(screenshot(page, SCREENSHOT_NAME)).convert("RGB"))
     assert shot.std() > 15 and near(shot, (255, 0, 255), 60) > 100  # gas pipes in CJJ 61 magenta
     assert near(shot, (0, 255, 255), 60) > 100  # water supply pipes in CJJ 61 cyan
     recorder.assert_clean()

@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from pyproj import Transformer
 from scipy.ndimage import map_coordinates
 
+from tests.browser import chromium, open_page, screenshot, wait_for
 from twin.api.app import create_app
 from twin.store import open_store
 
@@ -547,21 +548,7 @@ def test_closed_form_ecef_matches_pyproj():
 
 
 # ----- CesiumJS reads the terrain (headless Chromium) --------------------------------------
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 CESIUM_JS = Path(__file__).resolve().parents[1] / "node_modules" / "cesium" / "Build" / "Cesium" / "Cesium.js"
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "terrain.png"
 SMOKE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <script>window.CESIUM_BASE_URL = '/static/cesium/';</script>
 <script src="/static/cesium/Cesium.js"></script>
@@ -632,40 +619,22 @@ def server(store):
 
 
 def test_cesium_loads_the_terrain_and_samples_the_dem_height(server, manifest, reference):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium")
-    if not CESIUM_JS.exists():
-        pytest.skip("CesiumJS is not installed: run make install")
-    from urllib.parse import urlparse
-
     west, south, east, north = manifest["bbox_lonlat"]
     lon, lat = (west + east) / 2 + 0.001234, (south + north) / 2 - 0.000987
     page_html = SMOKE_PAGE.replace("LON", repr(lon)).replace("LAT", repr(lat))
-    foreign, failed, errors, terrain_status = [], [], [], []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 960, "height": 600})
+    with chromium(CESIUM_JS) as browser:
+        page, recorder = open_page(browser, {"width": 960, "height": 600})
         page.route(f"{server}/smoke.html", lambda route: route.fulfill(body=page_html, content_type="text/html"))
-        page.route(
-            lambda url: urlparse(url).hostname not in ("127.0.0.1", "localhost"),
-            lambda route: (foreign.append(route.request.url), route.abort()),
-        )
-        page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("response", lambda r: terrain_status.append(r.status) if ".terrain" in r.url else None)
         page.goto(f"{server}/smoke.html")
-        page.wait_for_function("() => window.result !== undefined", timeout=240_000)
+        wait_for(page, "window.result !== undefined")
         result = page.evaluate("() => window.result")
         if result.get("loaded"):
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
-        browser.close()
+            screenshot(page, "terrain")
     assert "failure" not in result, result.get("failure")
-    assert not foreign, f"requests left this machine: {foreign[:5]}"
-    assert not failed and not errors and not result["errors"], (failed[:5], errors[:5], result["errors"])
+    recorder.assert_clean()
+    assert not result["errors"], result["errors"][:5]
     assert result["normals"] is True, result
+    terrain_status = recorder.statuses(".terrain")
     assert terrain_status and set(terrain_status) == {200}
     # Cesium's own decoder and interpolation give the DEM height (ellipsoidal) within the level error
     expected = float(reference.heights(np.array([lon]), np.array([lat]))[0])

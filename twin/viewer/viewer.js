@@ -1,5 +1,14 @@
 // The planners' 3D viewer: our terrain and orthophoto, the twin's 3D Tiles, a layer tree, picking,
 // the underground view, scenario and time, and the burst analysis. Everything comes from this server.
+// Tools (measure, search, swipe comparison, cross-section, sensors, flood) live in their own modules
+// and get the shared pieces through `ctx`.
+import { setUpCompare } from "./compare.js";
+import { setUpFlood } from "./flood.js";
+import { setUpMeasure } from "./measure.js";
+import { setUpSearch } from "./search.js";
+import { setUpSection } from "./section.js";
+import { setUpSensors } from "./sensors.js";
+
 const Cesium = window.Cesium;
 Cesium.Ion.defaultAccessToken = "";
 
@@ -24,7 +33,7 @@ const WINDOW_HALF_SIZE_M = 90;
 const state = {
   firstFrame: false, firstFrameMs: null, ready: false, tilesLoaded: false, tilesLoadedMs: null, loading: 0,
   globeLoaded: false, globeLoadedMs: null, error: null, frames: 0, scenario: "current", datetime: null, layers: {}, burst: null, burstDrawn: 0,
-  picked: null, underground: false,
+  picked: null, underground: false, compare: false,
 };
 window.twinViewer = state;
 
@@ -130,7 +139,7 @@ class Layer {
   get loaded() {
     const object = this.object;
     if (!object) return false;
-    if (object instanceof Cesium.Cesium3DTileset) return this.initialLoaded || object.tilesLoaded;
+    if (object instanceof Cesium.Cesium3DTileset) return !this.show || this.initialLoaded || object.tilesLoaded;
     if (object instanceof Cesium.Primitive) return object.ready;
     return true;
   }
@@ -272,18 +281,20 @@ async function loadScene() {
   state.loadStartMs = performance.now();
   status("Loading the twin…");
   removeLayers((layer) => layer.group !== "basemap" && layer.group !== "analysis");
-  const params = new URLSearchParams({ scenario: state.scenario });
-  if (state.datetime) params.set("datetime", state.datetime);
-  const rootUrl = api(`3dtiles/twin/tileset.json?${params}`);
-  state.rootUrl = rootUrl;
-  // 404: no 3D layer in this scenario at this time; the feature layers are still drawn.
-  const response = await fetch(rootUrl);
-  const root = response.status === 404 ? { root: { children: [] } } : await response.json();
-  if (!response.ok && response.status !== 404) throw new Error(root.detail || `${response.status} ${rootUrl}`);
+  // Comparing: the current root everywhere, and what only the planned root has on the right of the divider.
+  const scenarios = state.compare ? ["current", "planned"] : [state.scenario];
+  const roots = await Promise.all(scenarios.map((scenario) => rootTileset(scenario)));
   if (mine !== generation) return;
-  state.root = root.root.children.map((child) => child.extras);
+  state.rootUrl = roots[0].url;
+  const children = [];
+  for (const { url, root } of roots) {
+    for (const child of root.root.children) {
+      if (!children.some((c) => c.child.extras.layer === child.extras.layer)) children.push({ child, url, planned: roots.length > 1 && url === roots[1].url });
+    }
+  }
+  state.root = children.map(({ child }) => child.extras);
   const tiled = new Set();
-  const jobs = root.root.children.map(async (child) => {
+  const jobs = children.map(async ({ child, url: rootUrl, planned }) => {
     const { layer: id, kind } = child.extras;
     tiled.add(id);
     const tileset = await Cesium.Cesium3DTileset.fromUrl(new URL(child.content.uri, rootUrl).href, { maximumScreenSpaceError: 8 });
@@ -291,6 +302,11 @@ async function loadScene() {
     const layer = new Layer(id, GROUP_OF_KIND[kind] || "buildings", titleOf(id));
     layer.source = "3D Tiles";
     layer.kind = kind;
+    if (planned) tileset.splitDirection = Cesium.SplitDirection.RIGHT;
+    const collection = collections.find((c) => c.id === id);
+    layer.count = collection?.feature_count ?? 0;
+    // one map scale of extruded buildings at a time (1:2000 at first), like the feature-drawn ones
+    if (collection?.kind === "vector" && collection.scale_band && collection.scenario !== "planned") layer.show = collection.scale_band === "1:2000";
     tileset.initialTilesLoaded.addEventListener(() => { layer.initialLoaded = true; });
     tileset.tileFailed.addEventListener((event) => fail(`tile failed: ${event.url} ${event.message}`));
     addLayer(layer, scene.primitives.add(tileset));
@@ -307,8 +323,19 @@ async function loadScene() {
   status(`${layers.size} layers · ${state.scenario}${state.datetime ? ` at ${state.datetime.slice(0, 10)}` : ""}`);
 }
 
+/** The twin root tileset of a scenario at the chosen time; 404 means no 3D layer there (an empty root). */
+async function rootTileset(scenario) {
+  const params = new URLSearchParams({ scenario });
+  if (state.datetime) params.set("datetime", state.datetime);
+  const url = api(`3dtiles/twin/tileset.json?${params}`);
+  const response = await fetch(url);
+  const root = response.status === 404 ? { root: { children: [] } } : await response.json();
+  if (!response.ok && response.status !== 404) throw new Error(root.detail || `${response.status} ${url}`);
+  return { url, root };
+}
+
 const titleOf = (id) => id.replaceAll("_", " ").replace(/^./, (c) => c.toUpperCase());
-const inScenario = (c) => c.scenario !== "planned" || state.scenario === "planned";
+const inScenario = (c) => c.scenario !== "planned" || state.scenario === "planned" || state.compare;
 
 function fallbackKind(collection) {
   if (collection.kind === "pipe_network" && collection.id.endsWith("_pipes")) return "pipes";
@@ -339,6 +366,29 @@ async function loadFeatureLayer(collection, mine) {
 
 const pipeGeometry = new Map(); // "layer/fid" -> 3D positions of the pipe's centreline
 
+/** A pipe's 3D centreline from its inverts, else its depths below the ground heights given. */
+function centreline(feature, ground) {
+  const p = feature.properties;
+  const coords = feature.geometry.coordinates;
+  return coords.map(([lon, lat], i) => {
+    const t = coords.length > 1 ? i / (coords.length - 1) : 0;
+    const invert = p.start_invert != null && p.end_invert != null ? p.start_invert + t * (p.end_invert - p.start_invert) : null;
+    const depth = p.start_depth != null ? p.start_depth + t * ((p.end_depth ?? p.start_depth) - p.start_depth) : 1.2;
+    const z = invert != null ? invert + (p.diameter || 300) / 2000 : ground[i] - depth;
+    return Cesium.Cartesian3.fromDegrees(lon, lat, z);
+  });
+}
+
+/** The centreline of a pipe: from the feature-drawn layer, else from its record (pipes drawn as 3D Tiles). */
+async function pipeCentreline(layerId, fid, feature = null) {
+  const key = `${layerId}/${fid}`;
+  if (!pipeGeometry.has(key)) {
+    const record = feature?.properties?.start_depth !== undefined ? feature : await getJson(api(`collections/${layerId}/items/${encodeURIComponent(fid)}`));
+    pipeGeometry.set(key, centreline(record, await groundHeights(record.geometry.coordinates)));
+  }
+  return pipeGeometry.get(key);
+}
+
 async function pipePrimitive(layerId, features) {
   const lines = features.filter((f) => f.geometry?.type === "LineString");
   const points = lines.flatMap((f) => f.geometry.coordinates);
@@ -347,13 +397,7 @@ async function pipePrimitive(layerId, features) {
   const instances = lines.map((f) => {
     const p = f.properties;
     const coords = f.geometry.coordinates;
-    const positions = coords.map(([lon, lat], i) => {
-      const t = coords.length > 1 ? i / (coords.length - 1) : 0;
-      const invert = p.start_invert != null && p.end_invert != null ? p.start_invert + t * (p.end_invert - p.start_invert) : null;
-      const depth = p.start_depth != null ? p.start_depth + t * ((p.end_depth ?? p.start_depth) - p.start_depth) : 1.2;
-      const z = invert != null ? invert + (p.diameter || 300) / 2000 : ground[k + i] - depth;
-      return Cesium.Cartesian3.fromDegrees(lon, lat, z);
-    });
+    const positions = centreline(f, ground.slice(k, k + coords.length));
     k += coords.length;
     const id = { layer: layerId, fid: String(f.id), kind: "pipe", gravity: p.start_invert != null };
     pipeGeometry.set(`${layerId}/${f.id}`, positions);
@@ -386,9 +430,18 @@ async function buildingPrimitive(collection, features) {
       id: { layer: collection.id, fid: String(f.id), kind: "building" },
     });
   });
-  const appearance = new Cesium.PerInstanceColorAppearance({ translucent: true, closed: true });
+  // compared with the current scenario, planned buildings show only right of the divider
+  const right = planned && state.compare;
+  const appearance = new Cesium.PerInstanceColorAppearance({ translucent: true, closed: true, ...(right ? { fragmentShaderSource: rightOfSplit(PLAIN_FS) } : {}) });
   const primitive = new Cesium.Primitive({ geometryInstances: instances, appearance, asynchronous: true });
   return { primitive, ids: instances.map((i) => i.id) };
+}
+
+const PLAIN_FS = new Cesium.PerInstanceColorAppearance({ translucent: true, closed: true }).fragmentShaderSource;
+
+/** A fragment shader drawn only right of the swipe divider (czm_splitPosition is in drawing-buffer pixels). */
+function rightOfSplit(source) {
+  return source.replace(/void main\(\)\s*\{/, "void main()\n{\n    if (gl_FragCoord.x < czm_splitPosition) discard;");
 }
 
 async function sensorSource(layerId, features) {
@@ -413,7 +466,9 @@ function pickedRecord(picked) {
   if (picked instanceof Cesium.Cesium3DTileFeature) {
     const layer = [...layers.values()].find((l) => l.object === picked.tileset);
     const fid = picked.getProperty("id") ?? picked.getProperty("GlobalId");
-    return layer && fid != null ? { layer: layer.id, fid: String(fid), kind: layer.kind, gravity: false } : null;
+    // sewers (CJJ 61 classes Y*/W*/H*: storm, foul, combined) flow by gravity: no valves to close
+    const gravity = /^[YWH]S/.test(String(picked.getProperty("class") ?? ""));
+    return layer && fid != null ? { layer: layer.id, fid: String(fid), kind: layer.kind, gravity } : null;
   }
   if (picked.id instanceof Cesium.Entity) {
     const properties = picked.id.properties?.getValue(Cesium.JulianDate.now());
@@ -449,8 +504,10 @@ async function pickAt(x, y) {
   return record;
 }
 
+// A click goes to the active tool (measuring, drawing a section line) or else picks a feature.
 viewer.screenSpaceEventHandler.setInputAction((click) => {
-  pickAt(click.position.x, click.position.y).catch(fail);
+  const action = ctx.tool ? ctx.tool.click(click.position.x, click.position.y) : pickAt(click.position.x, click.position.y);
+  Promise.resolve(action).catch(fail);
 }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
 
 // ---------------------------------------------------------------- burst analysis
@@ -464,9 +521,9 @@ async function runBurst(layerId, pipeId, failedValves) {
   const answer = await getJson(api("analysis/burst"), {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
-  state.burst = { layer: layerId, pipe: pipeId, failed: failedValves, answer };
   await drawBurst(layerId, answer);
   listValves(layerId, pipeId, answer, failedValves);
+  state.burst = { layer: layerId, pipe: pipeId, failed: failedValves, answer }; // drawn and listed
   status(`Burst of ${pipeId}: close ${answer.valves_to_close.length} valve(s), ${answer.isolated.pipes.count} pipes shut in`);
   return answer;
 }
@@ -475,11 +532,13 @@ const ROLE_COLOURS = { burst_pipe: "#d50000", isolated_pipe: "#ff6d00", lost_sup
 
 async function drawBurst(layerId, answer) {
   burstSource.entities.removeAll();
+  const lines = answer.features.features.filter((f) => f.geometry.type === "LineString");
+  await groundHeights(lines.flatMap((f) => f.geometry.coordinates)); // one terrain query for them all
   for (const feature of answer.features.features) {
     const role = feature.properties.role;
     if (feature.geometry.type === "LineString") {
       const positions = pipeGeometry.get(`${layerId}/${feature.id}`)
-        || Cesium.Cartesian3.fromDegreesArray(feature.geometry.coordinates.flat());
+        || centreline(feature, await groundHeights(feature.geometry.coordinates));
       const colour = Cesium.Color.fromCssColorString(ROLE_COLOURS[role] || "#ff6d00");
       burstSource.entities.add({
         polyline: { positions, width: role === "burst_pipe" ? 9 : 6, material: colour, depthFailMaterial: colour.withAlpha(0.8), arcType: Cesium.ArcType.NONE },
@@ -626,18 +685,28 @@ for (const radio of document.querySelectorAll("input[name=scenario]")) {
 
 // ---------------------------------------------------------------- helpers for tests and scripts
 /** Window position (CSS pixels) of the midpoint of a pipe drawn from features, or null. */
-state.pipeScreenPosition = (layerId, fid) => {
-  const positions = pipeGeometry.get(`${layerId}/${fid}`);
-  if (!positions) return null;
+state.pipeScreenPosition = async (layerId, fid) => {
+  const positions = await pipeCentreline(layerId, fid);
   const middle = Cesium.Cartesian3.midpoint(positions[0], positions[positions.length - 1], new Cesium.Cartesian3());
   const xy = Cesium.SceneTransforms.worldToWindowCoordinates(scene, middle);
   return xy ? [xy.x, xy.y] : null;
 };
 /** Put the camera over a pipe (range in metres), e.g. before clicking it. */
-state.lookAtPipe = (layerId, fid, range = 160) => {
-  const positions = pipeGeometry.get(`${layerId}/${fid}`);
+state.lookAtPipe = async (layerId, fid, range = 160) => {
+  const positions = await pipeCentreline(layerId, fid);
   const middle = Cesium.Cartesian3.midpoint(positions[0], positions[positions.length - 1], new Cesium.Cartesian3());
   lookAt(Cesium.Cartographic.fromCartesian(middle), range, 20, -50);
+};
+/** Window position (CSS pixels) of a place at a height above the ground, or null when off screen. */
+state.screenPosition = async (lon, lat, above = 0) => {
+  const [height] = await groundHeights([[lon, lat]]);
+  const xy = Cesium.SceneTransforms.worldToWindowCoordinates(scene, Cesium.Cartesian3.fromDegrees(lon, lat, height + above));
+  return xy ? [xy.x, xy.y] : null;
+};
+/** What a click at a window position would pick: {layer, fid, kind} or null (nothing is shown). */
+state.pickRecordAt = (x, y) => {
+  const record = pickedRecord(scene.pick(new Cesium.Cartesian2(x, y)));
+  return record && { layer: record.layer, fid: record.fid, kind: record.kind };
 };
 /** Put the camera over a place, e.g. a planned building. */
 state.lookAtLonLat = async (lon, lat, range = 400) => {
@@ -668,6 +737,19 @@ state.renderFrames = (count) => new Promise((done) => {
 });
 state.viewer = viewer;
 
+// The shared pieces the tool modules build on.
+const ctx = {
+  Cesium, viewer, scene, state, api, getJson, status, fail, $, Layer, addLayer, layers, lookAt, groundHeights, showRecord,
+  collections: () => collections, reload: () => loadScene(), tool: null,
+};
+setUpMeasure(ctx);
+setUpSearch(ctx);
+setUpCompare(ctx);
+setUpSection(ctx);
+setUpFlood(ctx);
+const sensors = setUpSensors(ctx);
+let sensorsStarted = false;
+
 // Poll: the scene is loaded when every layer's first view is in; keep rendering while it loads.
 setInterval(() => {
   const all = [...layers.values()];
@@ -676,6 +758,10 @@ setInterval(() => {
     state.tilesLoaded = true;
     state.tilesLoadedMs = performance.now();
     for (const layer of all) layer.apply(); // primitives take their opacity once built
+    if (!sensorsStarted && collections.some((c) => c.kind === "sensor")) {
+      sensorsStarted = true; // live values once the first view is in
+      sensors.start().catch(fail);
+    }
   }
   state.globeLoaded = globe.tilesLoaded;
   if (state.globeLoaded && !state.globeLoadedMs) state.globeLoadedMs = performance.now();
