@@ -5,9 +5,13 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    buildings_3d,
     flood_bench,
     load_bench,
     network_bench,
+    oblique,
+    pipes_3d,
+    pointcloud,
     report,
     store_bench,
     terrain_bench,
@@ -24,6 +28,10 @@ BENCHMARKS["network"] = network_bench.run
 BENCHMARKS["load"] = load_bench.run
 BENCHMARKS["viewer"] = viewer_bench.run
 BENCHMARKS["tiles"] = tiles_bench.run
+BENCHMARKS["buildings_3d"] = buildings_3d.run
+BENCHMARKS["pipes_3d"] = pipes_3d.run
+BENCHMARKS["oblique"] = oblique.run
+BENCHMARKS["pointcloud"] = pointcloud.run
 
 
 def main(names: list[str]) -> None:
