@@ -67,3 +67,15 @@ def make_twin(data_dir: Path) -> Store:
 def make_client(store: Store) -> TestClient:
     """A client that gets 500 responses back instead of the server's exceptions."""
     return TestClient(create_app(store), raise_server_exceptions=False)
+
+
+def http_fetch(client: TestClient):
+    """A fetch function (URL -> bytes) over the app, for the tileset checks; non-200 is an OSError."""
+
+    def fetch(url: str) -> bytes:
+        response = client.get(url)
+        if response.status_code != 200:
+            raise OSError(f"HTTP {response.status_code} for {url}")
+        return response.content
+
+    return fetch

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ingestion.ifc import ingest_ifc
+from tests.api_fixtures import http_fetch
 from tests.browser import chromium, open_page, screenshot, serve_twin, wait_for
 from tests.test_ifc_ingest import landed_elements
 from tiles.threed.gltf import decompress_glb, read_glb
@@ -65,16 +66,6 @@ def client(demo):
     with TestClient(create_app(store), raise_server_exceptions=False) as test_client:
         yield test_client
     store.close()
-
-
-def http_fetch(client: TestClient):
-    def fetch(url: str) -> bytes:
-        response = client.get(url)
-        if response.status_code != 200:
-            raise OSError(f"HTTP {response.status_code}")
-        return response.content
-
-    return fetch
 
 
 def test_demo_building_lands_on_its_parcel(demo):

@@ -23,6 +23,7 @@ from PIL import Image
 from scipy.ndimage import map_coordinates
 
 from ingestion.basemap import ingest_basemap
+from tests.api_fixtures import http_fetch
 from tests.browser import chromium, open_page, screenshot, serve_twin, wait_for
 from tests.demo_twin import shared_demo
 from tiles.threed import buildings
@@ -53,16 +54,6 @@ def client(demo):
     with TestClient(create_app(store), raise_server_exceptions=False) as test_client:
         yield test_client
     store.close()
-
-
-def fetcher(client: TestClient):
-    def fetch(url: str) -> bytes:
-        response = client.get(url)
-        if response.status_code != 200:
-            raise OSError(f"HTTP {response.status_code} for {url}")
-        return response.content
-
-    return fetch
 
 
 def tile_rows(data: bytes) -> list[dict]:
@@ -137,7 +128,7 @@ def test_layer_tilesets_pass_the_structural_checks_and_the_validator(client, lay
     url = f"http://testserver/3dtiles/{layer_id}/tileset.json"
     document = client.get(url).json()
     assert document["asset"]["version"] == "1.1" and "region" in document["root"]["boundingVolume"]
-    report = check_tileset(url, fetcher(client))
+    report = check_tileset(url, http_fetch(client))
     assert report.errors == [] and report.contents, report.errors
     glbs = list(report.contents.values())
     assert all(check_glb_features(data) == [] for data in glbs)
@@ -154,7 +145,7 @@ def test_buildings_stand_on_the_dem_at_their_height(client, demo):
         geoid = float(store.get_meta("geoid_offset") or 0.0)
         features = {f.fid: f for f in store.iter_features("buildings_500")}
     points, rows = drawn_buildings(
-        "http://testserver/3dtiles/buildings_500/tileset.json", fetcher(client), manifest["crs"], geoid
+        "http://testserver/3dtiles/buildings_500/tileset.json", http_fetch(client), manifest["crs"], geoid
     )
     assert set(rows) == set(features)  # every footprint drawn once, ids are the twin's fids
     tallest = max(features.values(), key=lambda f: f.properties["height"])
@@ -175,7 +166,8 @@ def test_buildings_stand_on_the_dem_at_their_height(client, demo):
 def test_metadata_rows_and_picked_features_match_the_store(client, demo):
     with open_store(demo[0]) as store:
         features = {f.fid: f for f in store.iter_features("buildings_2000")}
-    _, rows = drawn_buildings("http://testserver/3dtiles/buildings_2000/tileset.json", fetcher(client), "EPSG:4549", 0)
+    url = "http://testserver/3dtiles/buildings_2000/tileset.json"
+    _, rows = drawn_buildings(url, http_fetch(client), "EPSG:4549", 0)
     assert rows and set(rows) <= set(features)
     for fid, row in rows.items():
         props = features[fid].properties
@@ -192,7 +184,7 @@ def test_metadata_rows_and_picked_features_match_the_store(client, demo):
 
 def test_each_area_is_drawn_from_its_most_detailed_band(client, demo):
     _, manifest = demo
-    fetch = fetcher(client)
+    fetch = http_fetch(client)
     core, district = shapely.box(*manifest["core_bbox"]), shapely.box(*manifest["bbox"])
     with open_store(demo[0]) as store:
         for layer_id, skipped_area in (("buildings_2000", core), ("buildings_10000", district)):
@@ -211,7 +203,7 @@ def test_twin_root_shows_planned_buildings_only_in_the_planned_scenario(client):
     planned = children_layers(client.get("/3dtiles/twin/tileset.json?scenario=planned").json())
     assert {"buildings_500", "buildings_2000", "buildings_10000"} <= set(now) and "buildings_planned" not in now
     assert set(LAYERS) <= set(planned)
-    report = check_tileset("http://testserver/3dtiles/twin/tileset.json?scenario=planned", fetcher(client))
+    report = check_tileset("http://testserver/3dtiles/twin/tileset.json?scenario=planned", http_fetch(client))
     assert report.errors == [], report.errors
 
 
@@ -226,7 +218,7 @@ def test_a_demolished_building_stands_only_before_its_valid_to(client, demo):
     root = client.get("/3dtiles/twin/tileset.json", params={"datetime": before}).json()
     uri = children_layers(root)["buildings_500"]
     assert "datetime=" in uri
-    fetch = fetcher(client)
+    fetch = http_fetch(client)
     url = urljoin("http://testserver/3dtiles/twin/tileset.json", uri)
     _, past = drawn_buildings(url, fetch, "EPSG:4549", 0)
     _, current = drawn_buildings("http://testserver/3dtiles/buildings_500/tileset.json", fetch, "EPSG:4549", 0)

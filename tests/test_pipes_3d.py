@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from shapely.geometry import LineString
 
+from tests.api_fixtures import http_fetch
 from tests.browser import chromium, open_page, screenshot, serve_twin, wait_for
 from tests.demo_twin import shared_demo
 from tests.pipe_network_fixtures import X0, Y0
@@ -377,14 +378,7 @@ def test_twin_root_lists_every_pipe_layer(served):
         document = client.get("/3dtiles/twin/tileset.json").json()
         layers = {child["extras"]["layer"] for child in document["root"]["children"]}
         assert set(PIPE_LAYERS + NODE_LAYERS) <= layers
-
-        def fetch(url: str) -> bytes:
-            response = client.get(url)
-            if response.status_code != 200:
-                raise OSError(f"HTTP {response.status_code}")
-            return response.content
-
-        report = check_tileset("http://testserver/3dtiles/twin/tileset.json", fetch, keep_contents=False)
+        report = check_tileset("http://testserver/3dtiles/twin/tileset.json", http_fetch(client), keep_contents=False)
         assert report.errors == [] and report.tilesets >= 7
 
 
