@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tiles.vector.tms import BUFFER, EXTENT, MAX_ZOOM, mercator_bounds, tile_range, tile_size
+from twin import sqlite_wal
 from twin.model import BBox
 from twin.per_thread import PerThread
 from twin.store import Store
@@ -56,21 +56,10 @@ class TileCache:
         return self._connections.get()
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        return con
+        return sqlite_wal.connect(self.path)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_wal.immediate(self.con)
 
     def close(self) -> None:
         self._connections.close_all()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 from pyproj import CRS
 
+from twin import sqlite_wal
 from twin.assets import AssetStore
 from twin.crs import check_project_crs
 from twin.model import (
@@ -217,27 +218,16 @@ class GeoPackageStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            con = sqlite_wal.connect(self.path)
         except sqlite3.DatabaseError as exc:
-            con.close()
             raise InvalidInput(f"{self.path} is not a valid GeoPackage: {exc}") from exc
-        con.execute("PRAGMA synchronous=NORMAL")
         for name, func in gpkg_geometry.SQL_FUNCTIONS.items():
             con.create_function(name, 1, func, deterministic=True)
         return con
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_wal.immediate(self.con)
 
     def _initialise(self, crs: str) -> None:
         code = check_project_crs(crs)
