@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from twin.analysis.flood import Cancelled, FloodParams, Hyetograph, Inlets, prepare, run_flood, simulate
+from twin.analysis.flood import Cancelled, FloodParams, Hyetograph, Inlets, prepare, run_flood, simulate, surface
 from twin.analysis.flood.drainage import PipeNetwork, full_flow
 from twin.analysis.flood.storms import chicago, city_formula
 from twin.model import InvalidInput
@@ -45,7 +45,11 @@ def test_closed_basin_conserves_volume(backend):
     assert result.depth.min() >= 0.0
 
 
-def test_numba_and_numpy_take_the_same_steps():
+@pytest.mark.parametrize("blocks", [1, 5, 37], ids=["one block", "five blocks", "one row per block"])
+def test_numba_and_numpy_take_the_same_steps(blocks, monkeypatch):
+    """The numba sweep splits the rows into blocks that work out their halos separately: the
+    answer must not depend on the split."""
+    monkeypatch.setattr(surface, "_row_blocks", lambda rows, threads: np.linspace(0, rows, blocks + 1).astype(np.int64))
     z = bumpy((37, 53), seed=11, relief=3.0)
     rain = chicago(city_formula("nanjing"), 5, 30, 5)
     inlets = Inlets(rows=np.array([5, 20, 30]), cols=np.array([7, 40, 10]), capacity_m3s=np.array([0.01, 0.02, 0.5]))
