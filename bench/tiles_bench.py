@@ -309,10 +309,13 @@ def warm(data: Path, bbox: tuple, work: Path) -> None:
     )
     try:
         _wait(base, path="/")
-        ceiling = _wrk(base, health, 64, 5)
+        ceilings = {connections: _wrk(base, health, connections, 5) for connections in CONNECTIONS}
     finally:
         _stop(bare)
-    line("baseline: bare uvicorn, 2 workers, 64 connections (a 2-byte answer)", f"{ceiling['rps']:,.0f} req/s")
+    line(
+        "baseline: bare uvicorn, 2 workers (a 2-byte answer)",
+        ", ".join(f"{c} conn. {ceilings[c]['rps']:,.0f} req/s" for c in CONNECTIONS),
+    )
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TWIN_LOG_LEVEL": "WARNING", "TWIN_DATA": str(data)}
@@ -334,7 +337,7 @@ def warm(data: Path, bbox: tuple, work: Path) -> None:
             verdict = "meets" if figures["rps"] >= TARGET_RPS and not figures["errors"] else "below"
             line(
                 f"{connections} connection{'s' if connections > 1 else ''}, {WRK_SECONDS} s",
-                f"{figures['rps']:,.0f} tiles/s ({figures['rps'] / ceiling['rps']:.2f}x bare uvicorn, "
+                f"{figures['rps']:,.0f} tiles/s ({figures['rps'] / ceilings[connections]['rps']:.2f}x bare uvicorn, "
                 f"{figures['rps'] / baseline['rps']:.2f}x /health), p99 {figures['p99']:.1f} ms, "
                 f"errors {figures['errors']} ({verdict} the {TARGET_RPS:,} tiles/s target)",
             )

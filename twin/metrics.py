@@ -50,9 +50,14 @@ class Metric:
         self._lock = threading.Lock()
 
     def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
-        if set(labels) != set(self.label_names):
+        """The label values in declared order (called on every request: kept to a few C calls)."""
+        try:
+            key = tuple(map(str, map(labels.__getitem__, self.label_names)))
+        except KeyError:
+            key = ()
+        if len(key) != len(labels) or len(key) != len(self.label_names):
             raise ValueError(f"{self.name} takes labels {self.label_names}, got {tuple(labels)}")
-        return tuple(str(labels[n]) for n in self.label_names)
+        return key
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
