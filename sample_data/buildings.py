@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from .addresses import street_addresses
 from .frame import rng
 from .layout import Layout, parcel_frame, running_count
 from .names import compound_names
@@ -185,6 +186,7 @@ def build_buildings(layout: Layout) -> Buildings:
         {
             "bid": [f"B{i + 1:06d}" for i in range(nb)],
             "name": name,
+            "address": street_addresses(layout.roads, geom),
             "use": buse,
             "floors": floors.astype("int32"),
             "height": height,

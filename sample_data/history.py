@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from .addresses import street_addresses
 from .buildings import Buildings
 from .frame import CRS, Frame, rng
 from .layout import Layout, parcel_frame
@@ -76,6 +77,7 @@ def apply_history(layout: Layout, buildings: Buildings) -> History:
         {
             "bid": pred_ids,
             "name": [f"{n} (old)" for n in t.loc[replaced, "name"]],
+            "address": t.loc[replaced, "address"].to_numpy(),
             "use": t.loc[replaced, "use"].to_numpy(),
             "floors": g.integers(2, 7, len(replaced)).astype("int32"),
             "height": 0.0,
@@ -86,7 +88,7 @@ def apply_history(layout: Layout, buildings: Buildings) -> History:
     pred["height"] = np.round(pred["floors"] * 3.0 + 1.0, 1)
     cleared = np.nonzero(core & buildings.cleared)[0]
     gone = t.loc[cleared].copy()
-    cols = ["bid", "name", "use", "floors", "height", "year", "parcel_id"]
+    cols = ["bid", "name", "address", "use", "floors", "height", "year", "parcel_id"]
     ed = pd.concat([old[cols], pred[cols], gone[cols]], ignore_index=True)
     ed_geom = np.concatenate([old_geom, pred_geom, buildings.geometry[cleared]])
     order = np.argsort(ed["bid"].to_numpy(), kind="stable")
@@ -130,6 +132,7 @@ def _planned(layout: Layout, g: np.random.Generator, first_number: int) -> gpd.G
         {
             "bid": [f"B{first_number + k:06d}" for k in range(len(specs))],
             "name": [f"{name} Tower {k + 1}" for k in range(3)] + [f"{name} Podium"],
+            "address": [f"{a} (planned)" for a in street_addresses(layout.roads, geom)],
             "use": use,
             "floors": floors,
             "height": height,

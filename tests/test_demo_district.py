@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -101,6 +102,14 @@ def test_networks_and_sensors_are_loaded(demo, manifest):
         assert len(readings) == 24 * 12  # a day every five minutes
         dem = store.get_layer("dem").metadata["raster"]
         assert store.assets.exists(dem["asset"]) and dem["crs"] == "EPSG:4549"
+
+
+def test_a_building_is_found_by_its_address(client, demo, manifest):
+    entry = next(e for e in manifest["layers"] if e["id"] == "buildings_2000")
+    source = gpd.read_file(demo / "sources" / entry["path"], layer=entry["layer"])
+    wanted = source.iloc[len(source) // 2]
+    page = client.get("/collections/buildings_2000/items", params={"address": wanted["address"]}).json()
+    assert [f["properties"]["bid"] for f in page["features"]] == [wanted["bid"]]
 
 
 def test_gdal_lists_the_layers(demo, manifest):

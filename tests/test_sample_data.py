@@ -217,6 +217,30 @@ def test_low_sections_lie_on_the_named_roads(district):
     assert checked >= 1
 
 
+def test_buildings_have_door_plate_addresses_on_their_nearest_street(district):
+    buildings = _layer(district, "buildings_500")
+    streets = _layer(district, "roads_2000")  # the district's centrelines: no sheet edge
+    streets = streets[streets["name"] != ""]
+    assert buildings["address"].is_unique
+    parsed = buildings["address"].str.extract(r"^(?P<street>.+) No\. (?P<number>\d+)$")
+    assert parsed.notna().all().all()
+    parsed["number"] = parsed["number"].astype(int)
+    for street, footprint in zip(parsed["street"], buildings.geometry, strict=True):
+        assert streets.iloc[int(streets.distance(footprint.centroid).to_numpy().argmin())]["name"] == street
+    # on each side of a street (one parity) the numbers follow the buildings along the street
+    checked = 0
+    for (street, _), group in parsed.groupby(["street", parsed["number"] % 2]):
+        if len(group) < 3:
+            continue
+        points = shapely.get_coordinates(streets[streets["name"] == street].geometry)
+        axis = np.linalg.svd(points - points.mean(axis=0), full_matrices=False)[2][0]  # the street's direction
+        along = shapely.get_coordinates(buildings.geometry[group.index].centroid) @ axis
+        rho = np.corrcoef(np.argsort(np.argsort(along)), np.argsort(np.argsort(group["number"])))[0, 1]
+        assert abs(rho) > 0.9, street
+        checked += 1
+    assert checked >= 5
+
+
 # --- basemap bands and history -------------------------------------------------------------
 
 
