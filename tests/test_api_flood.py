@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import mapbox_vector_tile
@@ -275,6 +276,12 @@ BAD_BODIES = [
     ({"storm": RISING, "cell_m": 10, "drainage": "none", "drainage_capacity_mm_h": 30}, "design"),
     ({"storm": RISING, "cell_m": 10, "colour": "blue"}, "colour"),
     ({"storm": RISING, "cell_m": 10, "bbox": [1, 2, 3]}, "bbox"),
+    ({"storm": {"gauge": "RG404"}, "cell_m": 10}, "fewer than two"),
+    ({"storm": {"gauge": "RG001", "series": {"times_s": [0, 60], "values": [5, 5]}}, "cell_m": 10}, "not both"),
+    ({"storm": {"gauge": "RG001", "return_period": 5}, "cell_m": 10}, "not both"),
+    ({"storm": {"start": "2024-07-15T00:00:00Z"}, "cell_m": 10}, "goes with a rain gauge"),
+    ({"storm": RISING, "cell_m": 10, "swmm_model": "/etc/passwd"}, "swmm_model"),
+    ({"storm": RISING, "cell_m": 10, "swmm_interval_s": 60}, "goes with a swmm_model"),
 ]
 
 
@@ -307,6 +314,34 @@ def test_a_bbox_limits_the_grid(twin):
     plan = plan_flood(twin["store"], {"storm": RISING, "cell_m": 10, "bbox": [lon[0], lat[0], lon[1], lat[1]]}, 10**6)
     assert plan.grid_shape[0] in range(29, 33) and plan.grid_shape[1] in range(39, 43)
     assert plan.bbox.minx <= x - 199 and plan.bbox.maxy >= y + 149
+
+
+def test_a_rain_gauge_log_replays_as_the_storm(twin):
+    """An hour around the wettest reading of the demo's gauge RG001: the run's rain is what the
+    gauge logged in that hour, read back from its observations."""
+    client, store = twin["client"], twin["store"]
+    readings = store.query_observations("RG001", quantity="rainfall")
+    wettest = max(readings, key=lambda r: r.value).time
+    start, end = wettest - timedelta(minutes=30), wettest + timedelta(minutes=30)
+    logged = sum(r.value for r in readings if start <= r.time <= end)
+    x, y = lowest(twin["manifest"], 0)
+    body = {
+        "storm": {"gauge": "RG001", "start": start.isoformat(), "end": end.isoformat()},
+        "cell_m": CELL_M,
+        "crs": twin["manifest"]["crs"],
+        "bbox": [x - 200, y - 200, x + 200, y + 200],
+        "drainage": "none",
+    }
+    answer = client.post("/analysis/flood", json=body, headers=auth(twin))
+    assert answer.status_code == 202, answer.text
+    done = wait_job(client, answer.json()["id"], "succeeded", "failed", "cancelled")
+    assert done["state"] == "succeeded", done["message"]
+    storm = done["result"]["storm"]
+    assert "RG001" in storm["label"] and logged > 0
+    assert storm["depth_mm"] == pytest.approx(logged, abs=1e-3)
+    balance = done["result"]["model"]["mass_balance"]
+    cells = done["result"]["grid"]["shape"][0] * done["result"]["grid"]["shape"][1]
+    assert balance["rain_in_m3"] == pytest.approx(logged / 1000 * cells * CELL_M**2, rel=1e-6)
 
 
 def test_a_cancelled_run_ends_cancelled_and_leaves_nothing(twin, run):

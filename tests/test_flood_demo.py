@@ -144,3 +144,13 @@ def test_cli_static_ponding_and_bad_storm(demo):
     assert unknown.returncode == 2 and "atlantis" in unknown.stderr
     nodem = twin_cli("--dem", "no_such_dem", "--data", str(Path(data)))
     assert nodem.returncode == 2
+
+
+def test_cli_replays_a_rain_gauge_as_static_ponding(demo):
+    store, _, data = demo
+    logged = sum(r.value for r in store.query_observations("RG002", quantity="rainfall"))
+    done = twin_cli("--static", "--gauge", "RG002", "--resolution", "20", "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rain_mm"] == pytest.approx(logged)
+    lonely = twin_cli("--static", "--start", "2024-07-15T00:00:00Z", "--data", str(data))
+    assert lonely.returncode == 2 and "--gauge" in lonely.stderr and lonely.stderr.strip().count("\n") == 0

@@ -584,6 +584,9 @@ def analyze_flood(
     peak_ratio: Annotated[float, typer.Option(help="Chicago storm peak position r (0..1)")] = 0.4,
     rain: Annotated[Path | None, typer.Option(help="Measured rainfall CSV (time_s,value) instead of a storm")] = None,
     rain_unit: Annotated[str, typer.Option(help="Unit of --rain values: mm/h or mm per interval")] = "mm/h",
+    gauge: Annotated[str | None, typer.Option(help="Replay what this rain gauge sensor logged")] = None,
+    start: Annotated[str | None, typer.Option(help="With --gauge: from this time (ISO 8601)")] = None,
+    end: Annotated[str | None, typer.Option(help="With --gauge: up to this time (ISO 8601)")] = None,
     resolution: Annotated[float | None, typer.Option(help="Model cell size in m (a multiple of the DEM's)")] = None,
     after: Annotated[float, typer.Option(help="Minutes simulated after the rain stops")] = 30.0,
     drainage: Annotated[str, typer.Option(help="network (inlets and pipes of the twin), design or none")] = "network",
@@ -594,13 +597,22 @@ def analyze_flood(
     static: Annotated[bool, typer.Option(help="Quick static ponding (fill-spill) of the storm's depth only")] = False,
     write: Annotated[bool, typer.Option(help="Store the max-depth raster and road sections as layers")] = True,
     result_id: Annotated[str, typer.Option(help="Prefix of the result layers")] = "flood",
+    swmm: Annotated[Path | None, typer.Option(help="SWMM .inp of the sewers, run coupled as the drainage")] = None,
+    swmm_crs: Annotated[str | None, typer.Option(help="CRS of the SWMM coordinates [default: the DEM's]")] = None,
+    swmm_interval: Annotated[float, typer.Option(help="Coupling interval with SWMM, seconds")] = 60.0,
     data: DataOption = None,
 ) -> None:
     """Rainfall flooding: design storm, 2D surface model, drainage; flooded road sections as JSON."""
     from twin.analysis.flood import FloodParams, StormFormula, design_storm, measured
     from twin.analysis.flood.twin_adapter import ponding_on_twin, run_on_twin
 
-    if rain is not None:
+    if (start or end) and gauge is None:
+        raise InvalidInput("--start and --end go with --gauge")
+    if gauge is not None and rain is not None:
+        raise InvalidInput("give either --rain or --gauge, not both")
+    if gauge is not None:
+        storm = None  # read from the twin below
+    elif rain is not None:
         import numpy as np
 
         try:
@@ -612,6 +624,11 @@ def analyze_flood(
         own = StormFormula(*_numbers(formula, 4, "formula")) if formula else city
         storm = design_storm(own, return_period, duration, step, peak_ratio)
     with open_store(data_dir(data)) as store:
+        if storm is None:
+            from twin.analysis.flood.gauges import gauge_rain
+
+            when = [optional_time(text) for text in (start, end)]
+            storm = gauge_rain(store, gauge, *when).hyetograph
         if static:
             answer = ponding_on_twin(
                 store,
@@ -629,6 +646,9 @@ def analyze_flood(
                 drainage=drainage,
                 design_capacity_mm_h=design_capacity,
                 fill_nodata=fill_nodata,
+                swmm_model=swmm,
+                swmm_crs=swmm_crs,
+                swmm_interval_s=swmm_interval,
             )
             with progress_bar() as bar:
                 task = bar.add_task("flood model", total=100)

@@ -13,6 +13,7 @@ Features and vector tile endpoints serve them; its result carries the URL templa
 from __future__ import annotations
 
 import io
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -78,6 +79,9 @@ class Storm(Strict):
     step_min: float | None = Field(None, gt=0, le=60, description="Hyetograph step, minutes (default 5)")
     peak_ratio: float | None = Field(None, ge=0, le=1, description="Chicago peak position r (default 0.4)")
     series: RainSeries | None = Field(None, description="A measured rainfall series instead of a design storm")
+    gauge: str | None = Field(None, max_length=64, description="A rain gauge sensor whose readings are the rain")
+    start: datetime | None = Field(None, description="With `gauge`: first moment of the rain to replay")
+    end: datetime | None = Field(None, description="With `gauge`: last moment (default: to the gauge's last rain)")
 
 
 class Point(Strict):
@@ -100,6 +104,11 @@ class FloodBody(Strict):
     dem: str | None = Field(None, max_length=63, description="DEM layer (default dem)")
     roads: str | None = Field(None, max_length=63, description="Road centreline layer (default: best covering)")
     fill_nodata: bool = Field(False, description="Fill DEM nodata holes instead of refusing them")
+    swmm_model: str | None = Field(
+        None, max_length=255, description="SWMM .inp of the sewers (an asset key or a path inside the data directory)"
+    )
+    swmm_crs: str | None = Field(None, max_length=64, description="CRS of the SWMM coordinates (default: the twin's)")
+    swmm_interval_s: float | None = Field(None, gt=0, le=3600, description="Coupling interval with SWMM, seconds")
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
@@ -115,7 +124,7 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 def flood(
     request: Request, body: FloodBody, runner: RunnerDep, key: EditorDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
-    spec = body.model_dump(exclude_none=True)
+    spec = body.model_dump(mode="json", exclude_none=True)  # stored with the job: JSON only
     plan_flood(store, spec, settings.max_flood_cells)  # a bad request is a 400 now, not a failed job
     job_id = new_job_id()
     params = {"job": job_id, "request": spec, "max_cells": settings.max_flood_cells}

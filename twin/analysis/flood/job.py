@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,17 +28,19 @@ import rasterio.windows
 from affine import Affine
 from PIL import Image
 
+from twin.analysis.flood.gauges import gauge_rain
 from twin.analysis.flood.grid import Grid
 from twin.analysis.flood.roads import LIMIT_M
 from twin.analysis.flood.run import DRY_M, FloodParams, FloodResult
 from twin.analysis.flood.storms import Hyetograph, StormFormula, design_storm, measured
 from twin.analysis.flood.surface import Cancelled as ModelCancelled
+from twin.analysis.flood.swmm_coupling import check_model
 from twin.analysis.flood.twin_adapter import dem_path, dem_window, run_on_twin
 from twin.analysis.geometry_requests import input_crs, to_project
-from twin.crs import CRS84, transform_bbox, transform_points
+from twin.crs import CRS84, crs_code, transform_bbox, transform_points
 from twin.integrity import ingest_lock, recover
 from twin.jobs import JOBS_DIR, Job, JobCancelled, JobState
-from twin.model import BBox, InvalidInput, NotFound
+from twin.model import BBox, InvalidInput, NotFound, parse_instant
 from twin.store import Store
 
 JOB_KIND = "flood"
@@ -52,6 +55,7 @@ FRAME_MEMORY_BYTES = 512 * 2**20  # frames are held in memory (float32 grids) un
 MIN_FRAME_PX, MAX_FRAME_PX = 256, 1024
 MM_PER_M = 1000.0
 DESIGN_KEYS = ("city", "formula", "return_period", "duration_min", "step_min", "peak_ratio")
+ASSET_KEY = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,10})?")
 
 
 # ----- the request --------------------------------------------------------------------------------
@@ -71,6 +75,9 @@ class FloodPlan:
     frame_every_s: float
     roads_layer: str | None
     fill_nodata: bool
+    swmm_model: Path | None = None
+    swmm_crs: str | None = None
+    swmm_interval_s: float = 60.0
 
     @property
     def cells(self) -> int:
@@ -86,18 +93,34 @@ class FloodPlan:
             fill_nodata=self.fill_nodata,
             frame_every_s=self.frame_every_s,
             record_every_s=min(60.0, self.frame_every_s),
+            swmm_model=self.swmm_model,
+            swmm_crs=self.swmm_crs,
+            swmm_interval_s=self.swmm_interval_s,
         )
 
 
-def storm_from(spec: dict[str, Any] | None) -> Hyetograph:
-    """A GB 50014 design storm (city or own formula, P, duration, step, peak ratio) or a
-    measured series (`series`: times_s, values, unit)."""
+def storm_from(spec: dict[str, Any] | None, store: Store | None = None) -> Hyetograph:
+    """A GB 50014 design storm (city or own formula, P, duration, step, peak ratio), a measured
+    series (`series`: times_s, values, unit), or what a rain gauge of the twin logged (`gauge`,
+    with `start` and `end` optional)."""
     spec = dict(spec or {})
-    series = spec.get("series")
-    if series is not None:
+    sources = [key for key in ("series", "gauge") if spec.get(key) is not None]
+    if len(sources) > 1:
+        raise InvalidInput("storm: give either a measured series or a rain gauge, not both")
+    if sources:
         given = [key for key in DESIGN_KEYS if spec.get(key) is not None]
         if given:
-            raise InvalidInput(f"storm: give either a measured series or a design storm, not both ({given[0]!r})")
+            raise InvalidInput(f"storm: give either a measured {sources[0]} or a design storm, not both ({given[0]!r})")
+    window = [key for key in ("start", "end") if spec.get(key) is not None]
+    if window and spec.get("gauge") is None:
+        raise InvalidInput(f"storm: {window[0]!r} goes with a rain gauge")
+    if spec.get("gauge") is not None:
+        if store is None:
+            raise InvalidInput("storm: rain from a gauge needs the twin that holds its readings")
+        start, end = (parse_instant(str(spec[key])) if spec.get(key) else None for key in ("start", "end"))
+        return gauge_rain(store, str(spec["gauge"]), start, end).hyetograph
+    series = spec.get("series")
+    if series is not None:
         return measured(series.get("times_s") or [], series.get("values") or [], unit=series.get("unit") or "mm/h")
     if spec.get("city") is not None and spec.get("formula") is not None:
         raise InvalidInput("storm: give either a city or your own formula, not both")
@@ -147,7 +170,7 @@ def _grid_shape(store: Store, dem_layer: str, bbox: BBox | None, cell_m: float |
 def plan_flood(store: Store, request: dict[str, Any], max_cells: int) -> FloodPlan:
     """Check a flood request against the twin and the server's limits; InvalidInput (400) or
     NotFound (404, an unknown DEM) naming what is wrong, before anything runs."""
-    storm = storm_from(request.get("storm"))
+    storm = storm_from(request.get("storm"), store)
     crs = input_crs(store, request.get("crs"))
     bbox = None
     if request.get("bbox") is not None:
@@ -179,6 +202,7 @@ def plan_flood(store: Store, request: dict[str, Any], max_cells: int) -> FloodPl
             f"simulate_min {simulate_s / 60:g} is shorter than the storm ({storm.duration_s / 60:g} min): "
             "the run covers the whole storm and the time after it"
         )
+    swmm = _swmm(store, request, footprint, drainage)
     return FloodPlan(
         storm=storm,
         dem_layer=dem_layer,
@@ -192,7 +216,41 @@ def plan_flood(store: Store, request: dict[str, Any], max_cells: int) -> FloodPl
         frame_every_s=_frame_every(request.get("frame_every_min"), simulate_s, cells),
         roads_layer=request.get("roads"),
         fill_nodata=bool(request.get("fill_nodata")),
+        **swmm,
     )
+
+
+def swmm_model_path(store: Store, ref: str) -> Path:
+    """The SWMM model a request names: the key of an asset, or a path inside the data directory
+    (relative to it). Nothing else on the server can be named, not even through a symlink."""
+    ref = str(ref).strip()
+    if ASSET_KEY.fullmatch(ref):
+        return store.assets.open_path(ref)
+    root = Path(store.data_dir).resolve()
+    path = (root / ref).resolve()
+    if not ref or Path(ref).is_absolute() or not path.is_relative_to(root):
+        raise InvalidInput("swmm_model must be an asset key or a path relative to the data directory, inside it")
+    if path.suffix.lower() != ".inp" or not path.is_file():
+        raise InvalidInput(f"swmm_model {ref!r}: no SWMM .inp file there")
+    return path
+
+
+def _swmm(store: Store, request: dict[str, Any], footprint: Grid, drainage: str) -> dict[str, Any]:
+    """The coupled SWMM model of a request, checked against the grid before the job is queued."""
+    if request.get("swmm_model") is None:
+        for key in ("swmm_crs", "swmm_interval_s"):
+            if request.get(key) is not None:
+                raise InvalidInput(f"{key} goes with a swmm_model")
+        return {}
+    if drainage != "network":
+        raise InvalidInput(f"a swmm_model is the drainage network: it does not go with drainage {drainage!r}")
+    path = swmm_model_path(store, request["swmm_model"])
+    crs = crs_code(request["swmm_crs"]) if request.get("swmm_crs") else store.crs
+    interval = _number(request, "swmm_interval_s", 60.0)
+    if not interval > 0:
+        raise InvalidInput(f"swmm_interval_s must be positive, got {interval}")
+    check_model(path, footprint, crs, store.crs)
+    return {"swmm_model": path, "swmm_crs": crs, "swmm_interval_s": interval}
 
 
 def _points(store: Store, points: list[dict[str, Any]], crs: str, footprint: Grid) -> list[tuple[str, float, float]]:

@@ -26,6 +26,7 @@ from twin.analysis.flood.roads import DEFAULT_WIDTH_M, LIMIT_M, Road, RoadSectio
 from twin.analysis.flood.roughness import DEFAULT_N, manning_for
 from twin.analysis.flood.storms import Hyetograph
 from twin.analysis.flood.surface import Backend, Inlets, Progress, SurfaceResult, simulate
+from twin.analysis.flood.swmm_coupling import SwmmCoupling
 from twin.model import InvalidInput
 
 DRY_M = 0.01  # depths below this are written as nodata (transparent on a map)
@@ -50,10 +51,17 @@ class FloodParams:
     frame_every_s: float | None = None
     alpha: float = 0.7
     backend: Backend = "numba"
+    swmm_model: Path | None = None  # a SWMM .inp of the sewers, run coupled (it is then the drainage)
+    swmm_crs: str | None = None  # CRS of its [COORDINATES]; default the DEM's
+    swmm_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.storm, Hyetograph):
             raise InvalidInput("a flood run needs a storm (a hyetograph)")
+        if not self.swmm_interval_s > 0:
+            raise InvalidInput(f"the SWMM coupling interval must be positive, got {self.swmm_interval_s} s")
+        if self.swmm_model is not None and self.drainage != "network":
+            raise InvalidInput("a coupled SWMM model is the drainage network: leave drainage at 'network'")
         if self.after_storm_s < 0:
             raise InvalidInput("the time simulated after the storm must not be negative")
         if self.drainage not in ("network", "design", "none"):
@@ -82,6 +90,15 @@ class FloodParams:
             "boundary": self.boundary,
             "limit_m": self.limit_m,
             "backend": self.backend,
+            **(self._swmm_dict() if self.swmm_model is not None else {}),
+        }
+
+    def _swmm_dict(self) -> dict[str, Any]:
+        """The coupled model by file name only: a result never shows where the server keeps it."""
+        return {
+            "swmm_model": Path(self.swmm_model).name,
+            "swmm_crs": self.swmm_crs,
+            "swmm_interval_s": self.swmm_interval_s,
         }
 
 
@@ -115,6 +132,7 @@ class FloodResult:
     inlets: int
     crs: str | None = None
     notes: list[str] = field(default_factory=list)
+    swmm: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         s = self.surface
@@ -123,7 +141,7 @@ class FloodResult:
             "grid": {"shape": list(self.grid.shape), "cell_m": self.grid.dx, "bounds": list(self.grid.bounds)},
             "map_grid": {"shape": list(self.map_grid.shape), "cell_m": self.map_grid.dx},
             "storm": {k: v for k, v in self.params.storm.as_dict().items() if k != "intensity_mm_h"},
-            "drainage": {"mode": self.params.drainage, "inlets": self.inlets},
+            "drainage": {"mode": "swmm" if self.swmm else self.params.drainage, "inlets": self.inlets},
             "model": s.summary(),
             "flooded_area_m2": float(wet.sum() * self.map_grid.dx**2),
             "max_depth_m": round(float(self.max_depth.max()), 3),
@@ -131,6 +149,7 @@ class FloodResult:
             "road_sections": [section.as_dict() for section in self.sections],
             "probes": self.probes,
             "notes": self.notes,
+            **({"swmm": self.swmm} if self.swmm else {}),
         }
 
     def write_max_depth(self, path: Path) -> Path:
@@ -162,7 +181,7 @@ def write_cog(path: Path, depth: np.ndarray, transform: Affine, crs: str | None)
 
 def _inlets(grid: Grid, inputs: FloodInputs, params: FloodParams, notes: list[str]) -> tuple[Inlets | None, float]:
     """Inlet cells and capacities, or a uniform drainage rate when no inlets are known."""
-    if params.drainage == "none":
+    if params.drainage == "none" or params.swmm_model is not None:
         return None, 0.0
     xy = np.zeros((0, 2)) if inputs.inlet_xy is None else np.asarray(inputs.inlet_xy, float).reshape(-1, 2)
     rows, cols, inside = grid.cells(xy)
@@ -215,25 +234,32 @@ def run_flood(
     inlets, uniform_rate = _inlets(grid, inputs, params, notes)
     probe_rc = grid.cells(np.array([(x, y) for _, x, y in inputs.probes], float).reshape(-1, 2))
     probe_keep = probe_rc[2]
+    duration_s = params.storm.duration_s + params.after_storm_s
+    sewer = _coupling(grid, params, crs, duration_s, notes)
     say(0.05, "running the surface model")
-    surface = simulate(
-        grid.z,
-        grid.dx,
-        params.storm,
-        duration_s=params.storm.duration_s + params.after_storm_s,
-        manning=manning,
-        inlets=inlets,
-        drain_rate_mm_h=uniform_rate,
-        boundary=params.boundary,
-        alpha=params.alpha,
-        threshold_m=grid.threshold_for(params.limit_m),
-        probes=list(zip(probe_rc[0][probe_keep], probe_rc[1][probe_keep], strict=True)),
-        record_every_s=params.record_every_s,
-        frame_every_s=params.frame_every_s,
-        backend=params.backend,
-        progress=lambda f, m: say(0.05 + 0.9 * f, m),
-        cancel=cancel,
-    )
+    try:
+        surface = simulate(
+            grid.z,
+            grid.dx,
+            params.storm,
+            duration_s=duration_s,
+            manning=manning,
+            inlets=inlets,
+            drain_rate_mm_h=uniform_rate,
+            boundary=params.boundary,
+            alpha=params.alpha,
+            threshold_m=grid.threshold_for(params.limit_m),
+            probes=list(zip(probe_rc[0][probe_keep], probe_rc[1][probe_keep], strict=True)),
+            record_every_s=params.record_every_s,
+            frame_every_s=params.frame_every_s,
+            backend=params.backend,
+            progress=lambda f, m: say(0.05 + 0.9 * f, m),
+            cancel=cancel,
+            exchange=sewer,
+        )
+    finally:
+        if sewer is not None:
+            sewer.close()
     fine = grid.fine_grid()
     max_depth = grid.to_fine(surface.max_depth)
     time_above = np.where(max_depth > params.limit_m, grid.to_fine_cells(surface.time_above_s), 0.0)
@@ -256,8 +282,26 @@ def run_flood(
     if surface.mass.relative_error > 1e-3:
         notes.append(f"mass balance error {surface.mass.relative_error:.2e} exceeds 0.1 %")
     say(1.0, "done")
-    n_inlets = 0 if inlets is None else len(inlets.rows)
-    return FloodResult(grid, surface, fine, max_depth, time_above, sections, probes, params, n_inlets, crs, notes)
+    n_inlets = len(sewer.ids) if sewer is not None else 0 if inlets is None else len(inlets.rows)
+    swmm = sewer.report() if sewer is not None else None
+    return FloodResult(grid, surface, fine, max_depth, time_above, sections, probes, params, n_inlets, crs, notes, swmm)
+
+
+def _coupling(
+    grid: Grid, params: FloodParams, crs: str | None, duration_s: float, notes: list[str]
+) -> SwmmCoupling | None:
+    """The SWMM model opened and placed on the grid, when the run has one (bad models refused here)."""
+    if params.swmm_model is None:
+        return None
+    sewer = SwmmCoupling(
+        params.swmm_model, grid, duration_s, model_crs=params.swmm_crs or crs, grid_crs=crs,
+        interval_s=params.swmm_interval_s,
+    )  # fmt: skip
+    if sewer.outside:
+        notes.append(f"{len(sewer.outside)} SWMM junction(s) outside the grid were left uncoupled")
+    if sewer.without_coordinates:
+        notes.append(f"{len(sewer.without_coordinates)} SWMM junction(s) without coordinates were left uncoupled")
+    return sewer
 
 
 def static_ponding(

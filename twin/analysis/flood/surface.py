@@ -11,8 +11,9 @@ than it holds, which keeps depths non-negative and the scheme exactly conservati
 balance (rain in − drained − outflow − stored) closes to round-off.
 
 Two implementations of the same step: a numba sweep (the production path: blocks of rows in
-parallel, each read and written once per step, loops that vectorise) and plain numpy (the reference that tests and the benchmark compare against). Boundary faces,
-O(perimeter), share one numpy implementation.
+parallel, each read and written once per step, loops that vectorise) and plain numpy (the
+reference that tests and the benchmark compare against). Boundary faces, O(perimeter), share one
+numpy implementation.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numba
 import numpy as np
@@ -48,6 +49,18 @@ class Cancelled(Exception):
     """The caller's cancel check answered true; nothing was returned or written."""
 
 
+class Exchange(Protocol):
+    """Water traded with a model outside the grid (a sewer network), called at step ends.
+
+    `every_s` is how often it is called (0: after every step). It edits the depth grid `h` in
+    place and answers the volumes (m³) it took from and put onto the surface, which the mass
+    balance books as `to_sewer` and `from_sewer`."""
+
+    every_s: float
+
+    def __call__(self, t: float, h: np.ndarray) -> tuple[float, float]: ...
+
+
 @dataclass
 class MassBalance:
     """Volumes in m³ over the run; `relative_error` is the residual over what came in."""
@@ -58,18 +71,22 @@ class MassBalance:
     outflow: float = 0.0
     initial_storage: float = 0.0
     final_storage: float = 0.0
+    to_sewer: float = 0.0
+    from_sewer: float = 0.0
 
     @property
     def error(self) -> float:
-        return self.initial_storage + self.rain_in + self.boundary_in - self.drained - self.outflow - self.final_storage
+        came = self.initial_storage + self.rain_in + self.boundary_in + self.from_sewer
+        return came - self.drained - self.outflow - self.to_sewer - self.final_storage
 
     @property
     def relative_error(self) -> float:
-        scale = self.initial_storage + self.rain_in + self.boundary_in
+        scale = self.initial_storage + self.rain_in + self.boundary_in + self.from_sewer
         return abs(self.error) / scale if scale > 0 else abs(self.error)
 
     def as_dict(self) -> dict[str, float]:
-        keys = ("rain_in", "boundary_in", "drained", "outflow", "initial_storage", "final_storage", "error")
+        keys = ("rain_in", "boundary_in", "drained", "outflow", "to_sewer", "from_sewer", "initial_storage")
+        keys += ("final_storage", "error")
         out = {f"{k}_m3": round(float(getattr(self, k)), 6) for k in keys}
         out["relative_error"] = float(self.relative_error)
         return out
@@ -567,6 +584,7 @@ def simulate(
     backend: Backend = "numba",
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    exchange: Exchange | None = None,
 ) -> SurfaceResult:
     """Run the surface model on bed `z` (rows north to south, square cells of `dx` metres).
 
@@ -575,6 +593,7 @@ def simulate(
     `boundary` is 'open' (free outflow), 'closed', or per side a depth function h(t) for a
     ghost cell outside. `probes` are (row, col) cells whose depth is recorded every
     `record_every_s`; `frame_every_s` keeps whole depth grids (float32) for animation.
+    `exchange` trades water with a sewer model at step ends (see `Exchange`).
     """
     z = np.ascontiguousarray(z, dtype=np.float64)
     if z.ndim != 2 or min(z.shape) < 1:
@@ -627,6 +646,7 @@ def simulate(
     next_record = record_every_s
     next_frame = frame_every_s or np.inf
     next_report = 0.0
+    next_exchange = 0.0 if exchange is None else max(float(exchange.every_s), 0.0)
     h_top = float(h.max())
     t = 0.0
     steps = 0
@@ -668,6 +688,14 @@ def simulate(
             mass.boundary_in += in_rate * dt * dx
             t += dt
             steps += 1
+            if exchange is not None and t >= next_exchange - 1e-9:
+                removed, added = exchange(t, h)
+                mass.to_sewer += removed
+                mass.from_sewer += added
+                if added > 0.0:  # new water: the next step's CFL limit and the maxima must see it
+                    h_top = float(h.max())
+                    np.maximum(max_depth, h, out=max_depth)
+                next_exchange = t + max(float(exchange.every_s), 0.0)
             if t >= next_record or t >= duration_s - 1e-9:
                 times.append(t)
                 series.append(hflat[probe_rc[:, 0] * nx + probe_rc[:, 1]].copy())

@@ -204,9 +204,8 @@ def run_on_twin(
     dem, transform, nodata, crs = read_dem(store, dem_layer, bbox)
     bounds = _footprint(dem, transform)
     roads_id = roads_layer or pick_roads_layer(store, bounds)
-    inlet_xy, inlet_ids, capacity = (
-        _drainage(store, bounds, params.grate_m3s) if params.drainage != "none" else (None, [], None)
-    )
+    own_network = params.drainage != "none" and params.swmm_model is None  # a SWMM model replaces the twin's inlets
+    inlet_xy, inlet_ids, capacity = _drainage(store, bounds, params.grate_m3s) if own_network else (None, [], None)
     if params.drainage == "network" and inlet_xy is not None and len(inlet_xy) == 0:
         raise InvalidInput("the twin has no drainage inlets: use a design capacity in mm/h or no drainage")
     sensors = _sensors(store)
