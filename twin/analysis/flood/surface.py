@@ -18,11 +18,18 @@ numpy implementation.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+# OpenMP threads that spin while waiting lose whole time slices when the machine has other work
+# (a web server, other jobs): the two-thread sweep then ran at a sixth to a quarter of one
+# thread's speed; with sleeping waits it stays level with one thread or ahead. Read when the
+# OpenMP runtime loads, at the first parallel sweep, so it must be set before that.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba
 import numpy as np
