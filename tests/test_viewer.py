@@ -10,14 +10,18 @@ Each step keeps a screenshot in docs/img/viewer*.png for the README.
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from pyproj import Geod
 
 from tests.browser import chromium, open_page, screenshot, serve_twin, wait_for
@@ -349,6 +353,72 @@ def test_swipe_shows_the_planned_building_right_of_the_divider_only(opened, serv
     toggle(page, "#compare")
     settle(page, f"!twinViewer.compare && {LOADED}")
     assert "buildings_planned" not in page.evaluate("twinViewer.layers")
+    recorder.assert_clean()
+
+
+BASEMAP_PNG = re.compile(r"/tiles/basemap/(\d+)/(\d+)/(\d+)\.png")
+PAPER = (244, 241, 234)  # the basemap style's background colour
+
+
+def canvas_pixels(page) -> np.ndarray:
+    """The globe's WebGL canvas as an RGB array (the page keeps its drawing buffer)."""
+    url = page.evaluate("twinViewer.viewer.scene.canvas.toDataURL('image/png')")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"), dtype=np.int16)
+
+
+def paper_share(pixels: np.ndarray) -> float:
+    """Share of the canvas in the basemap's background colour (the orthophoto has next to none)."""
+    return float((np.abs(pixels - np.array(PAPER)).max(axis=2) <= 4).mean())
+
+
+def basemap_tiles(recorder) -> list[int]:
+    """Zoom levels of the basemap PNG tiles the page has fetched."""
+    return [int(m.group(1)) for _, url in recorder.responses if (m := BASEMAP_PNG.search(url))]
+
+
+def test_basemap_bands_by_scale_are_server_drawn_images_in_the_layer_tree(opened, server):
+    page, recorder = opened
+    tilejson = httpx.get(f"{server}/tiles/basemap/png/tilejson.json").json()
+    bands = {b["band"]: b for b in tilejson["scale_bands"]}
+    assert list(bands) == ["1:10000", "1:2000", "1:500"]
+    group = page.locator("#layers details[data-group=basemap]")
+    ids = group.locator("input[type=checkbox]").evaluate_all("(boxes) => boxes.map((b) => b.dataset.layer)")
+    assert ids == ["ortho", "basemap_10000", "basemap_2000", "basemap_500"]
+    assert group.locator("input[type=range]").count() == len(ids)
+    assert not basemap_tiles(recorder), "the bands are off at first and fetch nothing"
+    lon, lat = (tilejson["bounds"][0] + tilejson["bounds"][2]) / 2, (tilejson["bounds"][1] + tilejson["bounds"][3]) / 2
+
+    for band, range_m in (("1:10000", 2500), ("1:500", 120)):
+        layer = "basemap_" + band.removeprefix("1:")
+        page.evaluate(f"twinViewer.lookAtLonLat({lon}, {lat}, {range_m})")
+        settle(page)
+        before, fetched = canvas_pixels(page), len(basemap_tiles(recorder))
+        toggle(page, f"#layers input[data-layer={layer}]")
+        settle(page, f"{LOADED} && twinViewer.globeLoaded")
+        page.evaluate("twinViewer.renderFrames(3)")
+        after, zooms = canvas_pixels(page), basemap_tiles(recorder)[fetched:]
+        low, high = bands[band]["minzoom"], bands[band]["maxzoom"]
+        assert zooms and all(low <= z <= high for z in zooms), (band, zooms)
+        changed = float((np.abs(after - before).max(axis=2) > 12).mean())
+        assert changed > 0.1, (band, changed)
+        if band == "1:10000":  # the map's paper shows where the orthophoto was
+            assert paper_share(before) < 0.01 < paper_share(after), (paper_share(before), paper_share(after))
+        toggle(page, f"#layers input[data-layer={layer}]")
+
+    # all three on: each draws at its own distances, coarse far away and fine near the camera
+    page.evaluate(f"twinViewer.lookAtLonLat({lon}, {lat}, 900)")
+    fetched = len(basemap_tiles(recorder))
+    for band in bands:
+        toggle(page, f"#layers input[data-layer=basemap_{band.removeprefix('1:')}]")
+    settle(page, f"{LOADED} && twinViewer.globeLoaded")
+    zooms = basemap_tiles(recorder)[fetched:]
+    shown = {band for band, b in bands.items() if any(b["minzoom"] <= z <= b["maxzoom"] for z in zooms)}
+    assert len(shown) >= 2, zooms
+    reveal(page, "layers")
+    screenshot(page, "viewer_basemap")
+    for band in bands:
+        toggle(page, f"#layers input[data-layer=basemap_{band.removeprefix('1:')}]")
+    settle(page)
     recorder.assert_clean()
 
 

@@ -31,6 +31,7 @@ from twin.api import (
     styles,
     terrain,
     threed,
+    tile_images,
     viewer,
 )
 from twin.api import flood as flood_analysis
@@ -46,6 +47,7 @@ ROUTERS += (analysis.router,)
 ROUTERS += (ops.router, jobs.router, ingest.router, admin.router)
 ROUTERS += (terrain.router,)
 ROUTERS += (vector_tiles.router,)
+ROUTERS += (tile_images.router,)
 ROUTERS += (viewer.router,)
 ROUTERS += (sensors.router,)
 ROUTERS += (flood_analysis.router,)

@@ -33,7 +33,7 @@ const WINDOW_HALF_SIZE_M = 90;
 const state = {
   firstFrame: false, firstFrameMs: null, ready: false, tilesLoaded: false, tilesLoadedMs: null, loading: 0,
   globeLoaded: false, globeLoadedMs: null, error: null, frames: 0, scenario: "current", datetime: null, layers: {}, burst: null, burstDrawn: 0,
-  picked: null, underground: false, compare: false,
+  picked: null, underground: false, compare: false, frameMs: [], layerLoadedMs: {}, fullFrameMs: null,
 };
 window.twinViewer = state;
 
@@ -41,12 +41,19 @@ const viewer = new Cesium.Viewer("view", {
   baseLayer: false, baseLayerPicker: false, geocoder: false, homeButton: false, sceneModePicker: false,
   navigationHelpButton: false, animation: false, timeline: false, fullscreenButton: false, infoBox: false,
   selectionIndicator: false, msaaSamples: 1, requestRenderMode: true, maximumRenderTimeChange: Infinity,
+  skyBox: false, skyAtmosphere: false, // the oblique views show ground only: no sky textures to fetch and draw
+  orderIndependentTranslucency: false, // two extra full-screen passes a frame in software rendering
   terrainProvider: new Cesium.EllipsoidTerrainProvider(), contextOptions: { webgl: { preserveDrawingBuffer: true } },
 });
 const scene = viewer.scene;
 const globe = scene.globe;
 // Light mode for software rendering: no MSAA, FXAA or fog; a head light so models read at any hour.
 scene.fog.enabled = false;
+// Software rendering pays per pixel: the first view loads at half resolution, then is drawn in full.
+viewer.resolutionScale = 0.5;
+scene.sun = undefined;
+scene.moon = undefined;
+scene.backgroundColor = Cesium.Color.fromCssColorString("#dfe6ec");
 scene.postProcessStages.fxaa.enabled = false;
 globe.showGroundAtmosphere = false;
 globe.baseColor = Cesium.Color.fromCssColorString("#c9d1c0");
@@ -59,6 +66,8 @@ scene.preRender.addEventListener(() => {
 });
 scene.postRender.addEventListener(() => {
   state.frames += 1;
+  if (state.frameMs.length < 500) state.frameMs.push(Math.round(performance.now()));
+  if (state.tilesLoaded && !state.fullFrameMs) state.fullFrameMs = performance.now(); // the loaded view at full resolution
   if (!state.firstFrame) {
     state.firstFrame = true;
     state.firstFrameMs = performance.now();
@@ -120,7 +129,9 @@ class Layer {
     if (!object) return;
     object.show = this.show;
     if (object instanceof Cesium.Cesium3DTileset) {
-      object.style = new Cesium.Cesium3DTileStyle({ color: `color('white', ${this.opacity})` });
+      // a style is evaluated per feature of every tile: only set one when it changes something
+      if (this.opacity < 1) object.style = new Cesium.Cesium3DTileStyle({ color: `color('white', ${this.opacity})` });
+      else if (object.style) object.style = undefined;
     } else if (object instanceof Cesium.ImageryLayer) {
       object.alpha = this.opacity;
     } else if (object instanceof Cesium.Primitive && object.ready && this.appliedOpacity !== this.opacity) {
@@ -219,7 +230,7 @@ let collections = [];
 
 async function setUpGround() {
   try {
-    viewer.terrainProvider = await Cesium.CesiumTerrainProvider.fromUrl(api("terrain/"), { requestVertexNormals: true });
+    viewer.terrainProvider = await Cesium.CesiumTerrainProvider.fromUrl(api("terrain/"), { requestVertexNormals: false });
   } catch (error) {
     console.warn(`no terrain from this server, using the ellipsoid: ${error}`);
   }
@@ -237,6 +248,33 @@ async function setUpGround() {
   const layer = new Layer("ortho", "basemap", "Orthophoto");
   layer.source = "raster tiles";
   addLayer(layer, viewer.imageryLayers.addImageryProvider(provider));
+}
+
+/**
+ * The topographic basemap of each scale band as images the server draws from its vector tiles
+ * (`/tiles/basemap/{z}/{x}/{y}.png`), over the orthophoto, off at first. Each band's zoom range
+ * comes from the server's TileJSON; the band shows only at the globe's levels matching it: a
+ * 256-pixel Web Mercator imagery level sits one above the geographic terrain level it drapes.
+ */
+async function addBasemapBands() {
+  if (!collections.some((c) => c.kind === "vector" && c.scale_band)) return;
+  const tilejson = await getJson(api("tiles/basemap/png/tilejson.json"));
+  const rectangle = Cesium.Rectangle.fromDegrees(...tilejson.bounds);
+  for (const band of tilejson.scale_bands || []) {
+    const provider = new Cesium.UrlTemplateImageryProvider({
+      url: tilejson.tiles[0], tilingScheme: new Cesium.WebMercatorTilingScheme(), rectangle,
+      minimumLevel: band.minzoom, maximumLevel: band.maxzoom, credit: `Basemap ${band.band}: CIM Twin`,
+    });
+    const imagery = new Cesium.ImageryLayer(provider, {
+      minimumTerrainLevel: Math.max(0, band.minzoom - 1), maximumTerrainLevel: band.maxzoom - 1, show: false,
+    });
+    viewer.imageryLayers.add(imagery);
+    const layer = new Layer(`basemap_${band.band.replace("1:", "")}`, "basemap", `Basemap ${band.band} (z${band.minzoom}–${band.maxzoom})`);
+    layer.source = "PNG tiles";
+    layer.show = false;
+    layer.band = band;
+    addLayer(layer, imagery);
+  }
 }
 
 /** The district: the union of the 3D-relevant collections' extents, framed obliquely. */
@@ -297,7 +335,9 @@ async function loadScene() {
   const jobs = children.map(async ({ child, url: rootUrl, planned }) => {
     const { layer: id, kind } = child.extras;
     tiled.add(id);
-    const tileset = await Cesium.Cesium3DTileset.fromUrl(new URL(child.content.uri, rootUrl).href, { maximumScreenSpaceError: 8 });
+    // pipes lie under the ground: coarser levels until the camera comes close
+    const sse = kind === "pipe_network" ? 16 : 8;
+    const tileset = await Cesium.Cesium3DTileset.fromUrl(new URL(child.content.uri, rootUrl).href, { maximumScreenSpaceError: sse });
     if (mine !== generation) return;
     const layer = new Layer(id, GROUP_OF_KIND[kind] || "buildings", titleOf(id));
     layer.source = "3D Tiles";
@@ -753,8 +793,12 @@ let sensorsStarted = false;
 // Poll: the scene is loaded when every layer's first view is in; keep rendering while it loads.
 setInterval(() => {
   const all = [...layers.values()];
+  for (const layer of all) {
+    if (!(layer.id in state.layerLoadedMs) && layer.loaded) state.layerLoadedMs[layer.id] = Math.round(performance.now());
+  }
   const loaded = state.ready && all.every((layer) => layer.loaded);
   if (loaded && !state.tilesLoaded) {
+    viewer.resolutionScale = 1;
     state.tilesLoaded = true;
     state.tilesLoadedMs = performance.now();
     for (const layer of all) layer.apply(); // primitives take their opacity once built
@@ -772,6 +816,6 @@ setInterval(() => {
   collections = (await getJson(api("collections"))).collections;
   await setUpGround();
   setUpTime();
-  await flyToDistrict();
-  await loadScene();
+  // the camera, the basemap bands and the twin's layers load side by side
+  await Promise.all([flyToDistrict(), addBasemapBands(), loadScene()]);
 })().catch(fail);
