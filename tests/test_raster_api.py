@@ -212,3 +212,38 @@ def test_datetime_selects_the_survey_valid_then(tmp_path, demo):
             assert now - before == pytest.approx(1.5, abs=1e-4)
             assert before == pytest.approx(float(data[300, 300]), abs=1e-4)
             assert_problem(test_client.get(point, params={"datetime": "2001-01-01T00:00:00Z"}), 404, "2001")
+
+
+def test_drawn_tiles_are_kept_until_the_layer_changes_and_stay_behind_the_access_rules(tmp_path, demo, manifest):
+    from twin.auth import KeyStore, set_restricted
+
+    source = demo / "sources" / "dem.tif"
+    raised = tmp_path / "dem_raised.tif"
+    with rasterio.open(source) as src:
+        profile, data = src.profile, src.read(1)
+    with rasterio.open(raised, "w", **profile) as dst:
+        dst.write(np.where(data == profile["nodata"], data, data + 5.0), 1)
+    tile = WMQ.tile(*district_centre(manifest), 15)
+    url = f"/raster/dem/tiles/WebMercatorQuad/15/{tile.x}/{tile.y}.png?colormap_name=terrain&rescale=0,60"
+    with init_store(tmp_path / "twin", "EPSG:4549") as store:
+        ingest_raster(store, source, "dem", kind="terrain", role="dem", valid_from=datetime(2015, 1, 1, tzinfo=UTC))
+        token = KeyStore(store.data_dir).create("reader", "reader")[1]
+        with TestClient(create_app(store), raise_server_exceptions=False) as test_client:
+            first = test_client.get(url)
+            again = test_client.get(url)
+            assert first.status_code == again.status_code == 200
+            assert first.content == again.content and first.headers["etag"] == again.headers["etag"]
+            assert "max-age" in again.headers["cache-control"]
+            kept = test_client.app.state.rendered_raster_tiles
+            assert len(kept.items) == 1  # drawn once, answered twice
+            assert test_client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+            # a new survey: a new version, so the tile is drawn again from the new heights
+            ingest_raster(store, raised, "dem", kind="terrain", role="dem", valid_from=datetime(2022, 1, 1, tzinfo=UTC))
+            newer = test_client.get(url)
+            assert newer.status_code == 200 and newer.content != first.content
+            # restricted after being drawn: the kept tile is not a way around the key
+            set_restricted(store, "dem", True)
+            assert_problem(test_client.get(url), 401, "restricted")
+            with_key = test_client.get(url, headers={"Authorization": f"Bearer {token}"})
+            assert with_key.status_code == 200 and with_key.content == newer.content
+            assert_problem(test_client.get(url), 401, "restricted")

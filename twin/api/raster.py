@@ -29,6 +29,8 @@ from titiler.extensions import wmtsExtension
 
 from ingestion.raster import COVERAGE_FID
 from twin.api.params import StoreDep
+from twin.api.raster_cache import cached_tile, keep_tile, tile_key
+from twin.api.security import RestrictedLayerGuard
 from twin.model import InvalidInput, Layer, NotFound, TimeFilter
 from twin.store import Store
 
@@ -154,8 +156,12 @@ class RasterRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
+            key = tile_key(request)
+            if key is not None and (hit := cached_tile(request, key)) is not None:
+                return hit
             try:
-                return await handler(request)
+                response = await handler(request)
+                return response if key is None else keep_tile(request, key, response)
             except tuple(ERROR_STATUS) as exc:
                 status = next(code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind))
                 raise StarletteHTTPException(status, str(exc)) from exc
@@ -181,5 +187,5 @@ def _factory() -> TilerFactory:
 
 
 factory = _factory()
-router = APIRouter(prefix=PREFIX, tags=["Raster tiles"], dependencies=[Depends(check_tile_index)])
+router = APIRouter(prefix=PREFIX, tags=["Raster tiles"], dependencies=[RestrictedLayerGuard, Depends(check_tile_index)])
 router.include_router(factory.router)
