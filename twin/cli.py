@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,7 +20,7 @@ from rich.table import Table
 from twin import cli_ops
 from twin.integrity import guarded_ingest
 from twin.model import InvalidInput, LayerKind, Scenario, TwinError, parse_instant
-from twin.store import default_data_dir, init_store, open_store
+from twin.store import Store, default_data_dir, init_store, open_store
 
 app = typer.Typer(
     help="CIM Twin: a spatiotemporal digital-twin server for cities.",
@@ -262,13 +263,18 @@ def build(
     data: DataOption = None,
 ) -> None:
     """(Re)build the 3D Tiles of layers for the current time (the server builds on first request otherwise)."""
+    with open_store(data_dir(data)) as store:
+        for layer_id, built in build_3d(store, layer_ids):
+            typer.echo(_json({"layer": layer_id, "build": built.key, "folder": str(built.folder), **built.summary}))
+
+
+def build_3d(store: Store, layer_ids: list[str] | None = None) -> Iterator[tuple[str, Any]]:
+    """Build the 3D Tiles of `layer_ids` (default: every 3D layer, current and planned) now, so
+    that no viewer waits for a build on its first visit."""
     from tiles.threed.build import ensure_built, is_3d
 
-    with open_store(data_dir(data)) as store:
-        targets = layer_ids or [lay.id for lay in store.list_layers() if is_3d(lay)]
-        for layer_id in targets:
-            built = ensure_built(store, layer_id)
-            typer.echo(_json({"layer": layer_id, "build": built.key, "folder": str(built.folder), **built.summary}))
+    for layer_id in layer_ids or [layer.id for layer in store.list_layers() if is_3d(layer)]:
+        yield layer_id, ensure_built(store, layer_id)
 
 
 @app.command("basemap-zooms")
@@ -369,6 +375,9 @@ def demo(
     with init_store(directory, manifest["crs"]) as store, progress_bar() as bar:
         store.set_meta("geoid_offset", str(manifest.get("geoid_offset", 0.0)))
         load_manifest(store, sources, manifest, on_step=lambda name, total: _advance(bar, name, total))
+        console.print("building the 3D Tiles ...")
+        for _ in build_3d(store):
+            pass
     console.print(f"demo twin ready in {directory}")
     if serve_after:
         serve(data=directory, host=host, port=port)

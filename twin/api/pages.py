@@ -17,6 +17,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
 from twin.api.problems import problem_response, problem_responses
+from twin.api.static_files import static_file
 from twin.model import NotFound
 
 router = APIRouter(tags=["Map"])
@@ -41,13 +42,13 @@ def maplibre_dist() -> Path:
     return node_modules / "maplibre-gl" / "dist"
 
 
-def _file(directory: Path, name: str, what: str) -> FileResponse:
+def _file(request: Request, directory: Path, name: str, what: str) -> Response:
     """A file directly inside `directory` with a known type; NotFound for anything else."""
     path = directory / name
     media_type = MEDIA_TYPES.get(path.suffix)
     if not FILE_NAME.match(name) or media_type is None or not path.is_file():
         raise NotFound(f"no {what} file {name!r}")
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "no-cache"})
+    return static_file(request, path, "no-cache", media_type)
 
 
 def _missing_maplibre(request: Request) -> Response | None:
@@ -69,12 +70,12 @@ def _missing_maplibre(request: Request) -> Response | None:
     responses=problem_responses(503),
 )
 def map_page(request: Request) -> Response:
-    return _missing_maplibre(request) or _file(PAGE_DIR, "index.html", "map page")
+    return _missing_maplibre(request) or _file(request, PAGE_DIR, "index.html", "map page")
 
 
 @router.get("/map/{name}", name="map_asset", summary="Scripts and styles of the map page", include_in_schema=False)
-def map_asset(name: Annotated[str, PathParam()]) -> Response:
-    return _file(PAGE_DIR, name, "map page")
+def map_asset(request: Request, name: Annotated[str, PathParam()]) -> Response:
+    return _file(request, PAGE_DIR, name, "map page")
 
 
 @router.get(
@@ -84,4 +85,4 @@ def map_asset(name: Annotated[str, PathParam()]) -> Response:
     include_in_schema=False,
 )
 def maplibre_file(request: Request, name: Annotated[str, PathParam()]) -> Response:
-    return _missing_maplibre(request) or _file(maplibre_dist(), name, "MapLibre GL JS")
+    return _missing_maplibre(request) or _file(request, maplibre_dist(), name, "MapLibre GL JS")

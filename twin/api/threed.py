@@ -27,6 +27,7 @@ from twin.api.geojson import encode_geometries, rfc3339
 from twin.api.params import StoreDep, TimeDep, crs_choice
 from twin.api.problems import problem_responses
 from twin.api.security import RestrictedLayerGuard
+from twin.api.static_files import static_file
 from twin.crs import CRS84
 from twin.model import InvalidInput, NotFound, Scenario
 
@@ -133,7 +134,7 @@ def picked_feature(
 
 
 @router.get("/static/cesium/{path:path}", name="cesium", include_in_schema=False)
-def cesium_file(path: Annotated[str, PathParam()]) -> FileResponse:
+def cesium_file(request: Request, path: Annotated[str, PathParam()]) -> Response:
     """CesiumJS from the npm package (`npm install`), so no page needs a CDN."""
     root = CESIUM_BUILD.resolve()
     target = (root / path).resolve()
@@ -141,7 +142,7 @@ def cesium_file(path: Annotated[str, PathParam()]) -> FileResponse:
         raise NotFound("CesiumJS is not installed: run `npm install` (make install) in the repository")
     if root not in target.parents or not target.is_file():
         raise NotFound(f"no CesiumJS file {path!r}")
-    return FileResponse(target, headers={"Cache-Control": "public, max-age=86400"})
+    return static_file(request, target, "public, max-age=86400")
 
 
 @lru_cache(maxsize=1)

@@ -47,9 +47,9 @@ def viewer_redirect() -> RedirectResponse:
     responses=problem_responses(503),
 )
 def viewer_page(request: Request) -> Response:
-    return _missing_cesium(request) or _file(VIEWER_DIR, "index.html", "viewer")
+    return _missing_cesium(request) or _file(request, VIEWER_DIR, "index.html", "viewer")
 
 
 @router.get("/viewer/{name}", name="viewer_asset", summary="Scripts and styles of the viewer", include_in_schema=False)
-def viewer_asset(name: Annotated[str, PathParam()]) -> Response:
-    return _file(VIEWER_DIR, name, "viewer")
+def viewer_asset(request: Request, name: Annotated[str, PathParam()]) -> Response:
+    return _file(request, VIEWER_DIR, name, "viewer")
