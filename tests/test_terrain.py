@@ -656,3 +656,20 @@ def test_a_restricted_dem_needs_a_key(store):
         assert response.status_code == 401
         assert response.headers["content-type"] == "application/problem+json"
         assert "restricted" in response.json()["detail"]
+
+
+def test_a_starting_server_warms_up_the_terrain_encoder(demo):
+    """`twin serve`'s app encodes one terrain tile in the background, so that a fresh process has
+    the compiled loops loaded before the first viewer asks."""
+    code = (
+        "import sys\n"
+        "from tiles.terrain import mesh\n"
+        "from twin.api.app import warm_up\n"
+        "from twin.store import open_store\n"
+        "before = len(mesh._extract.signatures) + len(mesh._errors.signatures)\n"
+        "warm_up(open_store(sys.argv[1]))\n"
+        "print(before, len(mesh._extract.signatures) + len(mesh._errors.signatures))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(demo)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "2"]

@@ -7,6 +7,8 @@ twin.api.app:app_from_env` serves the twin at `$TWIN_DATA` (default `./twin-data
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -40,6 +42,8 @@ from twin.api.ops import install_operations
 from twin.api.problems import install_problem_handlers
 from twin.api.service import install_service
 from twin.store import Store, default_data_dir, open_store
+
+logger = logging.getLogger(__name__)
 
 ROUTERS = (landing.router, features.router, raster.router, styles.router, pages.router, analysis_geometry.router)
 ROUTERS += (threed.router,)
@@ -96,11 +100,25 @@ def create_app(store: Store | None = None, data_dir: Path | None = None) -> Fast
     return app
 
 
+def warm_up(store: Store) -> None:
+    """Load what a viewer's first visit waits for, the terrain encoder's modules and compiled
+    loops (a second and a half in a fresh process), by encoding the terrain's first tile."""
+    from tiles.terrain import TerrainSource, TileId
+
+    try:
+        TerrainSource.from_store(store).tile(TileId(0, 0, 0))
+    except Exception:  # a head start only: the first request explains whatever is wrong
+        logger.debug("terrain warm-up failed", exc_info=True)
+
+
 def app_from_env() -> FastAPI:
-    """For `uvicorn --factory twin.api.app:app_from_env`: the twin at `$TWIN_DATA`."""
+    """For `uvicorn --factory twin.api.app:app_from_env`: the twin at `$TWIN_DATA`, warming up
+    in the background while the server starts."""
     from twin.config import load_settings
     from twin.logging import configure_logging
 
     settings = load_settings(default_data_dir())
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(data_dir=default_data_dir())
+    app = create_app(data_dir=default_data_dir())
+    threading.Thread(target=warm_up, args=(app.state.store,), name="warm-up", daemon=True).start()
+    return app
