@@ -91,6 +91,19 @@ def test_query_by_instant_returns_the_version_valid_then(store):
     assert before_anything == []
 
 
+def test_feature_versions_name_the_versions_a_query_returns(store):
+    store.write_features(layer(), buildings(6), valid_from=T2015)
+    store.write_features(layer(), buildings(6, floors_bump={2}, skip={4}), valid_from=T2021, mode="replace")
+    for when in (None, TimeFilter.parse("2018-01-01T00:00:00Z"), TimeFilter.parse("2020-01-01T00:00:00Z/..")):
+        expected = sorted((f.fid, f.version) for f in store.query("buildings_500", time=when, limit=None).features)
+        assert sorted(store.feature_versions("buildings_500", when)) == expected
+    assert ("b2", 2) in store.feature_versions("buildings_500") and ("b4", 1) not in store.feature_versions(
+        "buildings_500"
+    )
+    with pytest.raises(NotFound):
+        store.feature_versions("no_such_layer")
+
+
 def test_query_by_interval_returns_every_version_valid_in_it(store):
     store.write_features(layer(), buildings(4), valid_from=T2015)
     store.write_features(layer(), buildings(4, floors_bump={1}), valid_from=T2021)

@@ -220,7 +220,7 @@ def test_a_build_key_changes_with_the_layers_the_build_reads():
         for other in others:
             other.version = versions.get(other.id, 1)
         layers = {layer.id: layer for layer in [pipes, *others]}
-        return build_key(pipes, features, dependencies(pipes, layers))
+        return build_key(pipes, [(f.fid, f.version) for f in features], dependencies(pipes, layers))
 
     first = key()
     assert key(water_nodes=2) != first and key(dem=2) != first

@@ -76,12 +76,12 @@ def is_3d(layer: Layer) -> bool:
     return builder_for(layer) is not None
 
 
-def build_key(layer: Layer, features: list[Feature], depends: tuple[tuple[str, int], ...] = ()) -> str:
-    """Digest of what a build depends on: the layer's settings (metadata), its feature versions and
-    the versions of the other layers it reads."""
+def build_key(layer: Layer, versions: list[tuple[str, int]], depends: tuple[tuple[str, int], ...] = ()) -> str:
+    """Digest of what a build depends on: the layer's settings (metadata), its features' (id,
+    version) and the versions of the other layers it reads."""
     settings = json.dumps([layer.metadata, depends], sort_keys=True, default=str)
     digest = hashlib.sha256(f"{FORMAT}\0{layer.id}\0{layer.kind.value}\0{settings}".encode())
-    for fid, version in sorted((f.fid, f.version) for f in features):
+    for fid, version in sorted(versions):
         digest.update(f"\0{fid}\0{version}".encode())
     return digest.hexdigest()[:24]
 
@@ -126,14 +126,18 @@ def ensure_built(store: Store, layer_id: str, time: TimeFilter | None = None) ->
 
 def _ensure(store: Store, layer: Layer, time: TimeFilter | None, depends: tuple[tuple[str, int], ...]) -> Built:
     layer_id = layer.id
-    features = list(store.iter_features(layer_id, time=time))
-    if not features:
+    versions = store.feature_versions(layer_id, time)  # ids and versions only: no geometry read
+    if not versions:
         raise NotFound(f"layer {layer_id!r} has no features at the requested time")
-    key = build_key(layer, features, depends)
+    key = build_key(layer, versions, depends)
     folder = tiles_root(store) / layer_id / key
-    with _lock(key):
-        if not (folder / SUMMARY).is_file():
-            _build_into(store, layer, features, folder)
+    if not (folder / SUMMARY).is_file():
+        features = list(store.iter_features(layer_id, time=time))
+        key = build_key(layer, [(f.fid, f.version) for f in features], depends)  # an edit may have come between
+        folder = tiles_root(store) / layer_id / key
+        with _lock(key):
+            if not (folder / SUMMARY).is_file():
+                _build_into(store, layer, features, folder)
     return Built(layer_id, key, folder, json.loads((folder / SUMMARY).read_text()))
 
 

@@ -268,6 +268,11 @@ class Store(ABC):
                 return
             offset += page
 
+    def feature_versions(self, layer_id: str, time: TimeFilter | None = None) -> list[tuple[str, int]]:
+        """(feature id, version) of the features valid at `time` (default now): what a derived
+        product (a 3D Tiles build) depends on, without reading any geometry."""
+        return [(f.fid, f.version) for f in self.iter_features(layer_id, time=time)]
+
     # ----- observations -------------------------------------------------------------------
     @abstractmethod
     def add_observations(self, observations: Iterable[Observation]) -> int:

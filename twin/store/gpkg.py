@@ -518,6 +518,12 @@ class GeoPackageStore(Store):
         params += [bbox.maxx, bbox.minx, bbox.maxy, bbox.miny]
         return self._exact_bbox_page(layer_id, sql, params, bbox, limit, offset, count)
 
+    def feature_versions(self, layer_id: str, time: TimeFilter | None = None) -> list[tuple[str, int]]:
+        self.get_layer(layer_id)
+        where_time, params = time_clause(time)
+        rows = self.con.execute(f'SELECT feature_id, version FROM "{layer_id}" WHERE {where_time}', params)
+        return [(fid, int(version)) for fid, version in rows]
+
     def _exact_bbox_page(
         self, layer_id: str, sql: str, params: list, bbox: BBox, limit: int | None, offset: int, count: bool
     ) -> QueryResult:

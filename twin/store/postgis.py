@@ -687,6 +687,13 @@ class PostGISStore(Store):
             raise NotFound(f"feature {fid!r} not found in layer {layer_id!r} at that time")
         return self._rows_to_features(layer_id, rows)[0]
 
+    def feature_versions(self, layer_id: str, time: TimeFilter | None = None) -> list[tuple[str, int]]:
+        self.get_layer(layer_id)
+        conditions, params = time_condition(time)
+        where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+        query = sql.SQL("SELECT feature_id, version FROM {} WHERE {}").format(layer_table(layer_id), where)
+        return [(fid, int(version)) for fid, version in self._fetchall(query, params)]
+
     def history(self, layer_id: str, fid: str) -> list[Feature]:
         self.get_layer(layer_id)
         query = self._select(layer_id, [sql.SQL("feature_id = %s")], sql.SQL("ORDER BY version"))
