@@ -24,13 +24,12 @@ from tiles.vector.imagery import png_tile
 from tiles.vector.mapstyle import RenderStyle, render_style
 from tiles.vector.service import TileResult, TileService
 from tiles.vector.tilesets import BASEMAP
-from twin.api import links as ln
 from twin.api.params import TimeDep
 from twin.api.problems import problem_responses
 from twin.api.security import RestrictedLayerGuard
 from twin.api.stylebook import STYLES_DIR
 from twin.api.styles import load_style, style_names
-from twin.api.tiles import ScenarioParam, ServiceDep, _center, _query_suffix, anonymous, etag_matches, max_age
+from twin.api.tiles import ScenarioParam, ServiceDep, anonymous, etag_matches, max_age, tilejson
 from twin.model import Scenario
 from twin.store import Store
 
@@ -166,24 +165,10 @@ def png_tilejson(
     request: Request, service: ServiceDep, tileset: Tileset, time: TimeDep, scenario: ScenarioParam = Scenario.current
 ) -> JSONResponse:
     described = service.describe(tileset, scenario, anonymous=anonymous(request))
-    found = described["tileset"]
-    bounds = described["bounds"] or [-180.0, -85.0511287798066, 180.0, 85.0511287798066]
-    suffix = _query_suffix(request)
-    document: dict[str, Any] = {
-        "tilejson": "3.0.0",
-        "name": tileset,
-        "description": f"{tileset!r} ({scenario.value}) drawn as PNG tiles",
-        "version": "1.0.0",
-        "scheme": "xyz",
-        "tiles": [ln.app_url(request, f"/tiles/{tileset}/{{z}}/{{x}}/{{y}}.png") + suffix],
-        "tiles@2x": [ln.app_url(request, f"/tiles/{tileset}/{{z}}/{{x}}/{{y}}@2x.png") + suffix],
-        "tileSize": 256,
-        "minzoom": found.minzoom,
-        "maxzoom": found.maxzoom,
-        "bounds": [round(v, 7) for v in bounds],
-        "center": _center(bounds, found.minzoom, found.maxzoom),
-        "style": style_of(service, tileset, scenario, anonymous(request)).name,
-    }
+    description = f"{tileset!r} ({scenario.value}) drawn as PNG tiles"
+    document = tilejson(request, tileset, described, description, {"": ".png", "@2x": "@2x.png"})
+    document["tileSize"] = 256
+    document["style"] = style_of(service, tileset, scenario, anonymous(request)).name
     if tileset == BASEMAP:
         document["scale_bands"] = scale_bands(service.store, described)
     return JSONResponse(document, headers={"Cache-Control": f"public, max-age={max_age()}"})

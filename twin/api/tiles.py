@@ -222,23 +222,26 @@ def vector_tilejson(
     request: Request, service: ServiceDep, tileset: str, time: TimeDep, scenario: ScenarioParam = Scenario.current
 ) -> JSONResponse:
     described = service.describe(tileset, scenario, anonymous=anonymous(request))
+    document = tilejson(request, tileset, described, f"Vector tiles of {tileset!r} ({scenario.value})", {"": ".mvt"})
+    document["vector_layers"] = vector_layers(described)
+    return JSONResponse(document, headers={"Cache-Control": f"public, max-age={max_age()}"})
+
+
+def tilejson(
+    request: Request, name: str, described: dict[str, Any], description: str, endings: dict[str, str]
+) -> dict[str, Any]:
+    """The TileJSON 3.0 fields every tile format of a tileset shares; `endings` maps a suffix of
+    the `tiles` key (`""`, `"@2x"`) to the end of its URL template (`.mvt`, `@2x.png`)."""
     found = described["tileset"]
     bounds = described["bounds"] or [-180.0, -85.0511287798066, 180.0, 85.0511287798066]
-    template = ln.app_url(request, f"/tiles/{tileset}/{{z}}/{{x}}/{{y}}.mvt") + _query_suffix(request)
-    document = {
-        "tilejson": "3.0.0",
-        "name": tileset,
-        "description": f"Vector tiles of {tileset!r} ({scenario.value})",
-        "version": "1.0.0",
-        "scheme": "xyz",
-        "tiles": [template],
-        "minzoom": found.minzoom,
-        "maxzoom": found.maxzoom,
-        "bounds": [round(v, 7) for v in bounds],
-        "center": _center(bounds, found.minzoom, found.maxzoom),
-        "vector_layers": vector_layers(described),
-    }
-    return JSONResponse(document, headers={"Cache-Control": f"public, max-age={max_age()}"})
+    query = _query_suffix(request)
+    document: dict[str, Any] = {"tilejson": "3.0.0", "name": name, "description": description}
+    document |= {"version": "1.0.0", "scheme": "xyz"}
+    for key, ending in endings.items():
+        document[f"tiles{key}"] = [ln.app_url(request, f"/tiles/{name}/{{z}}/{{x}}/{{y}}{ending}") + query]
+    document |= {"minzoom": found.minzoom, "maxzoom": found.maxzoom, "bounds": [round(v, 7) for v in bounds]}
+    document["center"] = _center(bounds, found.minzoom, found.maxzoom)
+    return document
 
 
 # ----- OGC API Tiles -------------------------------------------------------------------------------
