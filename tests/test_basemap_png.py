@@ -167,19 +167,6 @@ def test_a_building_shows_in_the_styles_colour_where_its_geometry_is_and_backgro
     assert np.abs(colours_at(hidpi, points * 2 + 1)[:, :3] - expected).max() <= 2
 
 
-def test_planned_buildings_show_in_the_planning_colour_in_the_planned_scenario_only(client, store):
-    tower = max(store.iter_features("buildings_planned"), key=lambda f: f.geometry.area)
-    x, y = tile_of(*tower.geometry.centroid.coords[0], Z)
-    inside = to_pixels(tower.geometry, Z, x, y).buffer(-3).intersection(box(1, 1, 255, 255))
-    assert inside.area > 20
-    points = sample_points(inside)
-    expected = style_fill("buildings-planned", tower.properties)
-    planned = rgba(client.get(f"/tiles/basemap/{Z}/{x}/{y}.png", params={"scenario": "planned"}))
-    assert np.abs(colours_at(planned, points)[:, :3] - expected).max() <= 2
-    current = rgba(client.get(f"/tiles/basemap/{Z}/{x}/{y}.png"))
-    assert (np.abs(colours_at(current, points)[:, :3] - expected).max(axis=1) > 10).all()
-
-
 def test_an_empty_tile_is_a_transparent_png_with_an_etag(client):
     for suffix, size in ((".png", 256), ("@2x.png", 512)):
         response = client.get(f"/tiles/basemap/18/0/0{suffix}")

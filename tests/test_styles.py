@@ -108,10 +108,7 @@ def test_styles_are_consistent(name):
 
 def test_band_styles_use_their_band_layers_and_the_basemap_the_composite_classes():
     basemap = load_style("basemap")
-    # the feature classes, and the planned scenario's buildings (only in `scenario=planned` tiles)
-    assert {layer.get("source-layer") for layer in basemap["layers"]} - {None} == FEATURE_CLASSES | {
-        "buildings_planned"
-    }
+    assert {layer.get("source-layer") for layer in basemap["layers"]} - {None} == FEATURE_CLASSES
     assert source_urls(basemap) == ["/tiles/basemap/tilejson.json"]
     for band, classes in BAND_CLASSES.items():
         style = load_style(f"basemap_{band}")

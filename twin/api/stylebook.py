@@ -80,10 +80,6 @@ NETWORK_TITLES = {
 GROUP_TITLES = {"basemap": "Basemap", "orthophoto": "Orthophoto", **NETWORK_TITLES}
 
 
-PLANNED_FILL = "#f0a35e"
-PLANNED_OUTLINE = "#c0392b"
-
-
 def _match(key: str, colours: dict[str, str], default: str) -> list[Any]:
     """A `match` expression from property values to colours, values of one colour grouped."""
     groups: dict[str, list[str]] = {}
@@ -186,13 +182,6 @@ def class_layers(feature_class: str, source: str, source_layer: str, prefix: str
     raise ValueError(f"no paint for feature class {feature_class!r}")
 
 
-def planned_buildings_layer() -> dict[str, Any]:
-    """The planned scenario's buildings (`buildings_planned`, in tiles asked with
-    `scenario=planned`), in the planning colour of Chinese master plans so they stand out."""
-    paint = {"fill-color": PLANNED_FILL, "fill-outline-color": PLANNED_OUTLINE}
-    return _layer("buildings-planned", "fill", "basemap", "buildings_planned", "basemap", paint=paint)
-
-
 def label_layers(sources: dict[str, tuple[str, str]], prefix: str) -> list[dict[str, Any]]:
     """Names of water, parks and roads; `sources` maps a feature class to (source, source-layer)."""
     text = {"text-color": INK, "text-halo-color": HALO, "text-halo-width": 1.4}
@@ -270,7 +259,6 @@ def basemap_style() -> dict[str, Any]:
     layers = [_background()]
     for feature_class in CLASS_ORDER:
         layers += class_layers(feature_class, "basemap", feature_class, "")
-    layers.append(planned_buildings_layer())
     layers += label_layers({c: ("basemap", c) for c in CLASS_ORDER}, "")
     return _style(
         "CIM Twin basemap",
