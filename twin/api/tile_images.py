@@ -71,45 +71,10 @@ def png_response(request: Request, result: TileResult) -> Response:
     return Response(result.data, media_type=PNG, headers=headers)
 
 
-def _tile(
-    request: Request,
-    service: TileService,
-    tileset: str,
-    address: tuple[int, int, int],
-    time: Any,
-    scenario: Scenario,
-    scale: int,
-) -> Response:
-    who = anonymous(request)
-    style = style_of(service, tileset, scenario, who)
-    return png_response(request, png_tile(service, tileset, *address, style, time, scenario, who, scale))
-
-
 Tileset = Annotated[str, PathParam(description="A layer id, `basemap` or `pipes`")]
 Zoom = Annotated[int, PathParam(description="Zoom level")]
 Column = Annotated[int, PathParam(description="Column")]
 Row = Annotated[int, PathParam(description="Row, counted from the north")]
-
-
-@router.api_route(
-    "/tiles/{tileset}/{z}/{x}/{y}@2x.png",
-    methods=["GET", "HEAD"],
-    name="vector_tile_png_2x",
-    summary="A vector tileset's tile drawn as a 512-pixel PNG (HiDPI)",
-    response_class=Response,
-    responses=PNG_RESPONSES,
-)
-def png_tile_2x(
-    request: Request,
-    service: ServiceDep,
-    tileset: Tileset,
-    z: Zoom,
-    x: Column,
-    y: Row,
-    time: TimeDep,
-    scenario: ScenarioParam = Scenario.current,
-) -> Response:
-    return _tile(request, service, tileset, (z, x, y), time, scenario, 2)
 
 
 @router.api_route(
@@ -125,7 +90,15 @@ def png_tile_2x(
     response_class=Response,
     responses=PNG_RESPONSES,
 )
-def png_tile_1x(
+@router.api_route(  # registered first, so that `{y}.png` never sees a `5@2x`
+    "/tiles/{tileset}/{z}/{x}/{y}@2x.png",
+    methods=["GET", "HEAD"],
+    name="vector_tile_png_2x",
+    summary="A vector tileset's tile drawn as a 512-pixel PNG (HiDPI)",
+    response_class=Response,
+    responses=PNG_RESPONSES,
+)
+def png_tile_route(
     request: Request,
     service: ServiceDep,
     tileset: Tileset,
@@ -135,7 +108,10 @@ def png_tile_1x(
     time: TimeDep,
     scenario: ScenarioParam = Scenario.current,
 ) -> Response:
-    return _tile(request, service, tileset, (z, x, y), time, scenario, 1)
+    scale = 2 if request.url.path.endswith("@2x.png") else 1
+    who = anonymous(request)
+    style = style_of(service, tileset, scenario, who)
+    return png_response(request, png_tile(service, tileset, z, x, y, style, time, scenario, who, scale))
 
 
 # ----- TileJSON ------------------------------------------------------------------------------------
